@@ -1,0 +1,811 @@
+"""What sandboxctl does, as plain methods over boto3 clients: the CLI and the demo share it.
+
+Every resource is found from the control-plane stack's outputs (the contract in
+docs/architecture.md), so the same code runs against real AWS and against the local cloud.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from fleet import signing
+
+DEFAULT_STACK = "sandbox-fleet-dev"
+DEFAULT_REGION = "us-east-1"
+
+# The outputs docs/architecture.md promises; `status` reports any that are missing.
+REQUIRED_OUTPUTS = (
+    "EventBusName",
+    "RegistryTableName",
+    "DataBucketName",
+    "TemplatesBucketName",
+    "UserTemplateKey",
+    "SandboxRepositoryName",
+    "SandboxRepositoryUri",
+    "ProvisionUserStateMachineArn",
+    "DeprovisionUserStateMachineArn",
+    "RolloutImageStateMachineArn",
+    "ReconcileStateMachineArn",
+    "SignupWebhookFunctionName",
+    "RunCodeFunctionName",
+    "HttpApiUrl",
+    "WebhookSecretArn",
+    "Stage",
+)
+STATE_MACHINE_OUTPUTS = {
+    "ProvisionUser": "ProvisionUserStateMachineArn",
+    "DeprovisionUser": "DeprovisionUserStateMachineArn",
+    "RolloutImage": "RolloutImageStateMachineArn",
+    "Reconcile": "ReconcileStateMachineArn",
+}
+USER_STATUSES = ("PROVISIONING", "READY", "FAILED", "DELETING", "DELETED")
+USER_FINAL = {"READY", "FAILED"}
+ROLLOUT_FINAL = {"COMPLETED", "HALTED", "SUPERSEDED"}
+# ECR's own tag rule.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+MAX_UID_CHARS = 128
+MAX_DATASET_NAME = 512
+# The sandbox can run for up to Lambda's 15 minutes; a shorter read timeout would retry the run.
+INVOKE_READ_TIMEOUT_S = 910
+
+_DESERIALIZER = TypeDeserializer()
+
+
+class SandboxctlError(Exception):
+    """A failure worth one clear line on stderr and exit status 1."""
+
+
+class UsageError(SandboxctlError):
+    """The operator asked for something malformed; nothing was sent (exit status 2)."""
+
+
+class OutputMissingError(SandboxctlError):
+    """The control-plane stack lacks an output: that part is not deployed (yet)."""
+
+    def __init__(self, key: str, stack: str) -> None:
+        super().__init__(f"stack {stack} has no output {key}: that part is not deployed")
+        self.key = key
+
+
+class UserNotFoundError(SandboxctlError):
+    """No registry entry for the UID."""
+
+
+class WaitTimeoutError(SandboxctlError):
+    """A --wait ran past its deadline."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the control plane lives. ``endpoint`` None means real AWS."""
+
+    stack: str = DEFAULT_STACK
+    region: str = DEFAULT_REGION
+    endpoint: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    @property
+    def on_aws(self) -> bool:
+        return self.endpoint is None
+
+
+def local_connection(endpoint: str) -> dict[str, Any] | None:
+    """Connection details `sandboxctl local up` left for the local cloud at `endpoint`, if any."""
+    from sandboxctl.localcloud.server import LocalCloudError, load_connection
+
+    try:
+        return load_connection(endpoint)
+    except LocalCloudError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise SandboxctlError(f"cannot read the local cloud's connection file: {exc}") from exc
+
+
+def resolve_target(
+    endpoint: str | None,
+    stack: str | None,
+    region: str | None,
+    connection: Callable[[str], dict[str, Any] | None] = local_connection,
+) -> Target:
+    """Combine flags, environment and a local cloud's connection file into a Target.
+
+    A local cloud's operator keys come from the file `sandboxctl local up` writes for its port;
+    without one, the default credential chain applies (real AWS, or keys set by the caller).
+    """
+    endpoint = endpoint or os.environ.get("SANDBOXCTL_ENDPOINT") or None
+    stack = stack or os.environ.get("SANDBOXCTL_STACK") or None
+    keys: tuple[str | None, str | None] = (None, None)
+    if endpoint:
+        if not re.match(r"^https?://[^\s/]+$", endpoint.rstrip("/")):
+            raise UsageError(
+                f"--endpoint must be an http(s) URL such as http://127.0.0.1:PORT, got {endpoint!r}"
+            )
+        endpoint = endpoint.rstrip("/")
+        info = connection(endpoint)
+        if info:
+            keys = (info.get("aws_access_key_id"), info.get("aws_secret_access_key"))
+            stack = stack or info.get("stack_name")
+            region = region or info.get("region")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    return Target(
+        stack=stack or DEFAULT_STACK,
+        region=region or DEFAULT_REGION,
+        endpoint=endpoint,
+        access_key_id=keys[0],
+        secret_access_key=keys[1],
+    )
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB Decimals and sets as JSON-friendly Python values."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, set):
+        return sorted(plain(v) for v in value)
+    return value
+
+
+def _item(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: plain(_DESERIALIZER.deserialize(v)) for k, v in raw.items()}
+
+
+def validate_uid(uid: str) -> str:
+    """Firebase UIDs: 1 to 128 characters, anything printable."""
+    if not uid or len(uid) > MAX_UID_CHARS:
+        raise UsageError(f"a UID is 1 to {MAX_UID_CHARS} characters, got {len(uid)}")
+    if any(ord(c) < 32 for c in uid):
+        raise UsageError("a UID cannot contain control characters")
+    return uid
+
+
+def validate_dataset_name(name: str) -> str:
+    """A key relative to the user's prefix: no absolute path, no `..`, no empty segment."""
+    if not name or len(name) > MAX_DATASET_NAME:
+        raise UsageError(f"a dataset name is 1 to {MAX_DATASET_NAME} characters")
+    if name.startswith("/") or "\\" in name or any(ord(c) < 32 for c in name):
+        raise UsageError(f"dataset name {name!r} must be a relative key without backslashes")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise UsageError(f"dataset name {name!r} must not contain empty, '.' or '..' segments")
+    return name
+
+
+def validate_image_tag(tag: str) -> str:
+    if not IMAGE_TAG.match(tag):
+        raise UsageError(
+            f"image tag {tag!r} is invalid: 1-128 of letters, digits, '_', '.', '-' "
+            "(not starting with '.' or '-')"
+        )
+    return tag
+
+
+def describe_client_error(exc: ClientError | BotoCoreError) -> str:
+    """`Code: message` for a botocore error, on one line."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code") or "Error"
+        message = (err.get("Message") or str(exc)).replace("\n", " ")
+        return f"{code}: {message}"
+    return str(exc).replace("\n", " ")
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_access_denied(exc: ClientError) -> bool:
+    """IAM denials; moto renders JSON-protocol denials as XML, which botocore reads as `403`."""
+    code = error_code(exc)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"AccessDenied", "AccessDeniedException", "403"} or (
+        status == 403 and code in {"", "Forbidden"}
+    )
+
+
+@dataclass
+class Poller:
+    """Poll with a deadline, backing off from `start` to `cap` seconds between checks."""
+
+    timeout_s: float
+    start: float = 0.1
+    cap: float = 1.0
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def __iter__(self) -> Iterator[float]:
+        begin = self._clock()
+        delay = self.start
+        while True:
+            elapsed = self._clock() - begin
+            yield elapsed
+            if elapsed >= self.timeout_s:
+                return
+            self._sleep(min(delay, max(0.0, self.timeout_s - elapsed)))
+            delay = min(self.cap, delay * 1.5)
+
+
+def docker_manifest(tag: str) -> str:
+    """A fresh image manifest (new config and layer digests) so each push is a new image."""
+    config = secrets.token_hex(32)
+    layer = secrets.token_hex(32)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 1469,
+            "digest": f"sha256:{config}",
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "size": 3_370_628,
+                "digest": f"sha256:{layer}",
+            }
+        ],
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    return json.dumps(manifest, separators=(",", ":"))
+
+
+def webhook_event(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) proxy event for `POST /hooks/firebase`."""
+    now = datetime.now(UTC)
+    request_id = str(uuid.uuid4())
+    return {
+        "version": "2.0",
+        "routeKey": "POST /hooks/firebase",
+        "rawPath": "/hooks/firebase",
+        "rawQueryString": "",
+        # HTTP APIs deliver header names in lowercase.
+        "headers": {
+            "content-type": "application/json",
+            "content-length": str(len(body)),
+            "user-agent": "sandboxctl",
+            **headers,
+        },
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "sandboxctl",
+            "domainName": "sandboxctl.local",
+            "domainPrefix": "sandboxctl",
+            "http": {
+                "method": "POST",
+                "path": "/hooks/firebase",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "sandboxctl",
+            },
+            "requestId": request_id,
+            "routeKey": "POST /hooks/firebase",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "body": body.decode("utf-8"),
+        "isBase64Encoded": False,
+    }
+
+
+def console_url(region: str, arn: str, kind: str = "execution") -> str:
+    """The Step Functions console page for an execution or state machine ARN."""
+    base = f"https://{region}.console.aws.amazon.com/states/home?region={region}#"
+    if kind == "execution":
+        return f"{base}/v2/executions/details/{arn}"
+    return f"{base}/statemachines/view/{arn}"
+
+
+class ControlPlane:
+    """The operator's handle on one deployed control plane."""
+
+    def __init__(
+        self,
+        target: Target,
+        client_factory: Callable[[str], Any] | None = None,
+        outputs: dict[str, str] | None = None,
+    ) -> None:
+        self.target = target
+        self._factory = client_factory or self._boto_client
+        self._clients: dict[str, Any] = {}
+        self._outputs = dict(outputs) if outputs is not None else None
+        self._session: boto3.Session | None = None
+
+    @classmethod
+    def from_local_cloud(cls, cloud: Any) -> ControlPlane:
+        """A ControlPlane over an embedded LocalCloud, using its admin clients."""
+        target = Target(
+            stack=cloud.stack_name,
+            region=getattr(cloud, "region", DEFAULT_REGION),
+            endpoint=cloud.endpoint,
+        )
+        return cls(target, client_factory=cloud.client, outputs=dict(cloud.outputs))
+
+    # clients and outputs -----------------------------------------------------------------
+    def _boto_client(self, service: str) -> Any:
+        if self._session is None:
+            kwargs: dict[str, Any] = {"region_name": self.target.region}
+            if self.target.access_key_id and self.target.secret_access_key:
+                kwargs["aws_access_key_id"] = self.target.access_key_id
+                kwargs["aws_secret_access_key"] = self.target.secret_access_key
+            self._session = boto3.Session(**kwargs)
+        read_timeout = INVOKE_READ_TIMEOUT_S if service == "lambda" else 60
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 8},
+            read_timeout=read_timeout,
+            connect_timeout=10,
+        )
+        return self._session.client(service, endpoint_url=self.target.endpoint, config=config)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self._factory(service)
+        return self._clients[service]
+
+    def describe_stack(self) -> dict[str, Any]:
+        try:
+            stacks = self.client("cloudformation").describe_stacks(StackName=self.target.stack)
+        except ClientError as exc:
+            if "does not exist" in describe_client_error(exc):
+                raise SandboxctlError(
+                    f"stack {self.target.stack} not found in {self.target.region}"
+                    + (f" at {self.target.endpoint}" if self.target.endpoint else "")
+                    + " (use --stack / --endpoint)"
+                ) from exc
+            raise
+        return dict(stacks["Stacks"][0])
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        if self._outputs is None:
+            stack = self.describe_stack()
+            self._outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        return self._outputs
+
+    def has(self, key: str) -> bool:
+        return bool(self.outputs.get(key))
+
+    def output(self, key: str) -> str:
+        value = self.outputs.get(key)
+        if not value:
+            raise OutputMissingError(key, self.target.stack)
+        return value
+
+    # registry ----------------------------------------------------------------------------
+    def get_user(self, uid: str) -> dict[str, Any] | None:
+        resp = self.client("dynamodb").get_item(
+            TableName=self.output("RegistryTableName"),
+            Key={"pk": {"S": f"USER#{uid}"}},
+            ConsistentRead=True,
+        )
+        return _item(resp["Item"]) if "Item" in resp else None
+
+    def require_user(self, uid: str) -> dict[str, Any]:
+        user = self.get_user(uid)
+        if user is None:
+            raise UserNotFoundError(f"no user {uid!r} in the registry (sign them up first)")
+        return user
+
+    def _scan_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        paginator = self.client("dynamodb").get_paginator("scan")
+        items: list[dict[str, Any]] = []
+        for page in paginator.paginate(
+            TableName=self.output("RegistryTableName"),
+            FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": prefix}},
+            ConsistentRead=True,
+        ):
+            items.extend(_item(raw) for raw in page.get("Items", []))
+        return items
+
+    def list_users(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every user entry, or those in one status through the ByStatus index."""
+        if status is None:
+            users = self._scan_prefix("USER#")
+        else:
+            if status not in USER_STATUSES:
+                raise UsageError(f"status must be one of {', '.join(USER_STATUSES)}")
+            paginator = self.client("dynamodb").get_paginator("query")
+            users = []
+            for page in paginator.paginate(
+                TableName=self.output("RegistryTableName"),
+                IndexName="ByStatus",
+                KeyConditionExpression="#s = :s AND begins_with(pk, :p)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": status}, ":p": {"S": "USER#"}},
+            ):
+                users.extend(_item(raw) for raw in page.get("Items", []))
+        return sorted(users, key=lambda u: (str(u.get("created_at", "")), str(u.get("uid", ""))))
+
+    def list_rollouts(self) -> list[dict[str, Any]]:
+        rollouts = self._scan_prefix("ROLLOUT#")
+        for r in rollouts:
+            r.setdefault("rollout_id", str(r["pk"]).removeprefix("ROLLOUT#"))
+        return sorted(rollouts, key=lambda r: str(r.get("started_at", "")), reverse=True)
+
+    def desired_image(self) -> dict[str, Any] | None:
+        resp = self.client("dynamodb").get_item(
+            TableName=self.output("RegistryTableName"),
+            Key={"pk": {"S": "CONFIG#image"}},
+            ConsistentRead=True,
+        )
+        return _item(resp["Item"]) if "Item" in resp else None
+
+    # waiting -----------------------------------------------------------------------------
+    def wait_for_user(
+        self,
+        uid: str,
+        final: set[str],
+        timeout_s: float,
+        on_tick: Callable[[str, float], None] | None = None,
+        gone_is_final: bool = False,
+    ) -> dict[str, Any] | None:
+        """Poll the registry until the user's status is in `final` (or the item is gone)."""
+        status = "?"
+        for elapsed in Poller(timeout_s):
+            user = self.get_user(uid)
+            if user is None and gone_is_final:
+                return None
+            status = str(user.get("status")) if user else "NOT REGISTERED"
+            if on_tick:
+                on_tick(status, elapsed)
+            if user is not None and status in final:
+                return user
+        raise WaitTimeoutError(
+            f"user {uid!r} still {status} after {timeout_s:.0f}s (waiting for {'/'.join(final)})"
+        )
+
+    def wait_for_rollout(
+        self,
+        image_digest: str,
+        timeout_s: float,
+        on_tick: Callable[[str, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the rollout of `image_digest` reaches a final status."""
+        status = "NOT STARTED"
+        for elapsed in Poller(timeout_s, cap=0.5):
+            matching = [r for r in self.list_rollouts() if r.get("image_digest") == image_digest]
+            if matching:
+                rollout = matching[0]
+                status = str(rollout.get("status"))
+                if status in ROLLOUT_FINAL:
+                    return rollout
+            if on_tick:
+                on_tick(status, elapsed)
+        raise WaitTimeoutError(f"rollout of {image_digest} still {status} after {timeout_s:.0f}s")
+
+    # signup webhook ------------------------------------------------------------------------
+    def webhook_secret(self) -> str:
+        """The current HMAC key, shared with the Firebase function (never printed)."""
+        resp = self.client("secretsmanager").get_secret_value(
+            SecretId=self.output("WebhookSecretArn")
+        )
+        try:
+            current = json.loads(resp["SecretString"])["current"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SandboxctlError(
+                "the webhook secret is not JSON with a 'current' key (see template.yaml)"
+            ) from exc
+        if not current:
+            raise SandboxctlError("the webhook secret's 'current' key is empty")
+        return str(current)
+
+    def call_webhook(self, notice: dict[str, Any]) -> dict[str, Any]:
+        """Invoke the signup webhook function with what API Gateway would hand it.
+
+        The body is signed exactly as the Firebase function signs it (`fleet.signing`), and the
+        request is an HTTP API (payload v2) proxy event for `POST /hooks/firebase`.
+        """
+        body = json.dumps(notice, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {k.lower(): v for k, v in signing.sign(self.webhook_secret(), body).items()}
+        event = webhook_event(body, headers)
+        function = self.output("SignupWebhookFunctionName")
+        resp = self.client("lambda").invoke(
+            FunctionName=function,
+            InvocationType="RequestResponse",
+            Payload=json.dumps(event).encode(),
+        )
+        raw = resp["Payload"].read()
+        if resp.get("FunctionError"):
+            raise SandboxctlError(f"{function} failed ({resp['FunctionError']}): {raw[:300]!r}")
+        try:
+            answer = json.loads(raw)
+            status_code = int(answer["statusCode"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SandboxctlError(f"{function} gave no HTTP response: {raw[:300]!r}") from exc
+        text = answer.get("body") or ""
+        if not 200 <= status_code < 300:
+            raise SandboxctlError(f"the webhook refused the request: HTTP {status_code} {text}")
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        return {"status_code": status_code, "response": parsed, "sent": notice}
+
+    def signup(self, uid: str, email: str | None = None) -> dict[str, Any]:
+        """Report a new Firebase user, as the `before_user_created` function does."""
+        validate_uid(uid)
+        if email is not None and not EMAIL.match(email):
+            raise UsageError(f"{email!r} is not an email address")
+        notice = {
+            "uid": uid,
+            "email": email,
+            "event_id": str(uuid.uuid4()),
+            "created_at": now_iso(),
+        }
+        return self.call_webhook(notice)
+
+    def delete_user(self, uid: str) -> dict[str, Any]:
+        """Report a Firebase user deletion to the same webhook."""
+        validate_uid(uid)
+        notice = {
+            "type": "user.deleted",
+            "uid": uid,
+            "event_id": str(uuid.uuid4()),
+            "deleted_at": now_iso(),
+        }
+        return self.call_webhook(notice)
+
+    # operations --------------------------------------------------------------------------
+    def upload(self, uid: str, path: Path, name: str | None = None) -> dict[str, Any]:
+        """Put a data file under the user's prefix; the digest comes from the registry."""
+        validate_uid(uid)
+        name = validate_dataset_name(name or path.name)
+        if not path.is_file():
+            raise UsageError(f"{path} is not a readable file")
+        user = self.require_user(uid)
+        if user.get("status") in {"DELETING", "DELETED"}:
+            raise SandboxctlError(f"user {uid!r} is {user['status']}; not uploading")
+        digest = user.get("user_digest")
+        if not digest:
+            raise SandboxctlError(f"registry entry for {uid!r} has no user_digest")
+        bucket = self.output("DataBucketName")
+        key = f"users/{digest}/{name}"
+        body = path.read_bytes()
+        resp = self.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+        return {
+            "uid": uid,
+            "bucket": bucket,
+            "key": key,
+            "dataset": name,
+            "bytes": len(body),
+            "etag": str(resp.get("ETag", "")).strip('"'),
+        }
+
+    def run(
+        self,
+        uid: str,
+        dataset: str,
+        code: str,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Invoke the user's own sandbox function and return its envelope.
+
+        The dataset name is passed as given: the runtime is what confines it to the prefix.
+        """
+        validate_uid(uid)
+        if not dataset:
+            raise UsageError("--dataset must not be empty")
+        if not code.strip():
+            raise UsageError("the code to run is empty")
+        user = self.require_user(uid)
+        if user.get("status") != "READY":
+            raise SandboxctlError(f"user {uid!r} is {user.get('status')}, not READY")
+        function = user.get("function_name") or user.get("function_arn")
+        if not function:
+            raise SandboxctlError(f"registry entry for {uid!r} names no function")
+        event: dict[str, Any] = {
+            "code": code,
+            "dataset": dataset,
+            "request_id": str(uuid.uuid4()),
+        }
+        if timeout_s is not None:
+            event["timeout_s"] = timeout_s
+        resp = self.client("lambda").invoke(
+            FunctionName=function,
+            InvocationType="RequestResponse",
+            Payload=json.dumps(event).encode(),
+        )
+        raw = resp["Payload"].read()
+        try:
+            payload = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise SandboxctlError(f"{function} returned non-JSON: {raw[:200]!r}") from exc
+        if resp.get("FunctionError"):
+            message = payload.get("errorMessage") if isinstance(payload, dict) else payload
+            raise SandboxctlError(f"{function} failed ({resp['FunctionError']}): {message}")
+        if not isinstance(payload, dict) or "status" not in payload:
+            raise SandboxctlError(f"{function} returned no envelope: {str(payload)[:200]}")
+        return payload
+
+    def push_image(self, tag: str) -> dict[str, Any]:
+        """Local cloud only: PutImage a new manifest, which emits the ECR push event."""
+        validate_image_tag(tag)
+        if self.target.on_aws:
+            raise UsageError(
+                "push-image works against a local cloud (--endpoint); on AWS, CI pushes the "
+                "real image with docker push"
+            )
+        repo = self.output("SandboxRepositoryName")
+        manifest = docker_manifest(tag)
+        try:
+            resp = self.client("ecr").put_image(
+                repositoryName=repo,
+                imageManifest=manifest,
+                imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json",
+                imageTag=tag,
+            )
+        except ClientError as exc:
+            if error_code(exc) in {"ImageTagAlreadyExistsException", "ImageAlreadyExistsException"}:
+                raise SandboxctlError(
+                    f"tag {tag!r} already exists in {repo} (tags are immutable)"
+                ) from exc
+            raise
+        digest = resp["image"]["imageId"]["imageDigest"]
+        return {
+            "repository": repo,
+            "tag": tag,
+            "image_digest": digest,
+            "image_uri": f"{self.outputs.get('SandboxRepositoryUri', repo)}@{digest}",
+        }
+
+    def executions(
+        self, machine: str | None = None, limit: int = 20, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Recent executions of the fleet's workflows, newest first."""
+        if limit < 1:
+            raise UsageError("--limit must be at least 1")
+        names = [machine] if machine else list(STATE_MACHINE_OUTPUTS)
+        for name in names:
+            if name not in STATE_MACHINE_OUTPUTS:
+                raise UsageError(f"--machine must be one of {', '.join(STATE_MACHINE_OUTPUTS)}")
+        sfn = self.client("stepfunctions")
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            arn = self.outputs.get(STATE_MACHINE_OUTPUTS[name])
+            if not arn:
+                continue
+            kwargs: dict[str, Any] = {"stateMachineArn": arn, "maxResults": limit}
+            if status:
+                kwargs["statusFilter"] = status
+            for ex in sfn.list_executions(**kwargs).get("executions", []):
+                row = {
+                    "workflow": name,
+                    "name": ex["name"],
+                    "status": ex["status"],
+                    "started": _iso(ex.get("startDate")),
+                    "stopped": _iso(ex.get("stopDate")),
+                    "execution_arn": ex["executionArn"],
+                }
+                if self.target.on_aws:
+                    row["console_url"] = console_url(self.target.region, ex["executionArn"])
+                rows.append(row)
+        rows.sort(key=lambda r: r["started"] or "", reverse=True)
+        return rows[:limit]
+
+    def _state_machine_status(self, key: str) -> str:
+        sfn = self.client("stepfunctions")
+        return str(sfn.describe_state_machine(stateMachineArn=self.output(key))["status"])
+
+    def _function_state(self, key: str) -> str:
+        conf = self.client("lambda").get_function_configuration(FunctionName=self.output(key))
+        return str(conf.get("State", "Active"))
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per check that the control plane is deployed and answering."""
+        checks: list[dict[str, Any]] = []
+
+        def check(name: str, fn: Callable[[], str]) -> None:
+            try:
+                checks.append({"check": name, "ok": True, "detail": fn()})
+            except OutputMissingError as exc:
+                checks.append({"check": name, "ok": False, "detail": str(exc)})
+            except (ClientError, BotoCoreError) as exc:
+                checks.append({"check": name, "ok": False, "detail": describe_client_error(exc)})
+
+        try:
+            stack = self.describe_stack()
+        except (ClientError, BotoCoreError) as exc:
+            return [{"check": "stack", "ok": False, "detail": describe_client_error(exc)}]
+        except SandboxctlError as exc:
+            return [{"check": "stack", "ok": False, "detail": str(exc)}]
+        stack_status = str(stack.get("StackStatus"))
+        settled = stack_status.endswith("_COMPLETE") and "ROLLBACK" not in stack_status
+        checks.append(
+            {
+                "check": "stack",
+                "ok": settled or stack_status == "UPDATE_ROLLBACK_COMPLETE",
+                "detail": f"{self.target.stack} {stack_status}",
+            }
+        )
+        self._outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        missing = [k for k in REQUIRED_OUTPUTS if not self.outputs.get(k)]
+        checks.append(
+            {
+                "check": "outputs",
+                "ok": not missing,
+                "detail": "all present" if not missing else "missing " + ", ".join(missing),
+            }
+        )
+        check(
+            "registry table",
+            lambda: self.client("dynamodb").describe_table(
+                TableName=self.output("RegistryTableName")
+            )["Table"]["TableStatus"],
+        )
+        check(
+            "data bucket",
+            lambda: (
+                self.client("s3").head_bucket(Bucket=self.output("DataBucketName")) and "reachable"
+            ),
+        )
+        check(
+            "event bus",
+            lambda: self.client("events").describe_event_bus(Name=self.output("EventBusName"))[
+                "Arn"
+            ],
+        )
+        for name, key in STATE_MACHINE_OUTPUTS.items():
+            check(f"{name} workflow", partial(self._state_machine_status, key))
+        for key in ("SignupWebhookFunctionName", "RunCodeFunctionName"):
+            check(key.removesuffix("FunctionName"), partial(self._function_state, key))
+        check(
+            "sandbox repository",
+            lambda: self.client("ecr").describe_repositories(
+                repositoryNames=[self.output("SandboxRepositoryName")]
+            )["repositories"][0]["repositoryUri"],
+        )
+        return checks
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="seconds")
+    return str(value)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def save_figures(envelope: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    """Write each base64 PNG figure of an envelope to `out_dir`; return the paths."""
+    figures = envelope.get("figures") or []
+    paths: list[Path] = []
+    if not figures:
+        return paths
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, fig in enumerate(figures, start=1):
+        data = fig.get("png") or fig.get("data") if isinstance(fig, dict) else fig
+        if not isinstance(data, str):
+            raise SandboxctlError(f"figure {i} is not base64 PNG data")
+        raw = base64.b64decode(data, validate=False)
+        if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise SandboxctlError(f"figure {i} is not a PNG image")
+        path = out_dir / f"{stem}-{i}.png"
+        path.write_bytes(raw)
+        paths.append(path)
+    return paths

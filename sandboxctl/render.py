@@ -1,0 +1,250 @@
+"""Human-readable tables (rich) and plain JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+MAX_CELL = 80
+
+
+def dumps(value: Any) -> str:
+    """Stable JSON for --json output (sorted keys are not forced: field order is meaningful)."""
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+
+def short_digest(digest: Any) -> str:
+    """`sha256:0123456789ab` — enough to tell images apart in a table."""
+    if not digest:
+        return "-"
+    text = str(digest)
+    algo, _, hexpart = text.rpartition("@")[2].partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else text[:19]
+
+
+def clip(value: Any, width: int = MAX_CELL) -> str:
+    if value is None or value == "":
+        return "-"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold", expand=False)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*(escape(clip(cell)) for cell in row))
+    return t
+
+
+STATUS_STYLE = {
+    "READY": "green",
+    "COMPLETED": "green",
+    "SUCCEEDED": "green",
+    "ok": "green",
+    "FAILED": "red",
+    "HALTED": "red",
+    "ABORTED": "red",
+    "TIMED_OUT": "red",
+    "error": "red",
+    "rejected": "yellow",
+}
+
+
+def styled(status: Any) -> Text:
+    text = str(status) if status is not None else "-"
+    return Text(text, style=STATUS_STYLE.get(text, ""))
+
+
+def users_table(users: Sequence[dict[str, Any]]) -> Table:
+    t = Table(title=f"{len(users)} user(s)", title_justify="left", header_style="bold")
+    for col in ("uid", "status", "stack", "function", "image digest", "last error"):
+        t.add_column(col, overflow="fold")
+    for u in users:
+        t.add_row(
+            escape(clip(u.get("uid"), 40)),
+            styled(u.get("status")),
+            escape(clip(u.get("stack_name"))),
+            escape(clip(u.get("function_name"))),
+            short_digest(u.get("image_digest")),
+            escape(clip(u.get("last_error"), 60)),
+        )
+    return t
+
+
+def _counts(r: dict[str, Any]) -> str:
+    parts = []
+    for key in ("total", "updated", "already_current", "failed", "skipped"):
+        if key in r:
+            parts.append(f"{key.replace('_', ' ')} {r[key]}")
+    counts = r.get("counts")
+    if isinstance(counts, dict):
+        parts.extend(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    return ", ".join(parts) or "-"
+
+
+def rollouts_table(rollouts: Sequence[dict[str, Any]]) -> Table:
+    t = Table(title=f"{len(rollouts)} rollout(s)", title_justify="left", header_style="bold")
+    for col in ("rollout", "status", "image", "previous", "counts", "started", "finished"):
+        t.add_column(col, overflow="fold")
+    for r in rollouts:
+        t.add_row(
+            escape(clip(r.get("rollout_id"), 40)),
+            styled(r.get("status")),
+            short_digest(r.get("image_digest")),
+            short_digest(r.get("previous_digest")),
+            escape(_counts(r)),
+            escape(clip(r.get("started_at"))),
+            escape(clip(r.get("finished_at"))),
+        )
+    return t
+
+
+def rollout_failures(rollouts: Sequence[dict[str, Any]]) -> list[str]:
+    """`<rollout>: <failure>` lines, so reasons are shown, not just counted."""
+    lines = []
+    for r in rollouts:
+        failures = r.get("failures") or []
+        if isinstance(failures, dict):
+            failures = [f"{k}: {v}" for k, v in failures.items()]
+        for f in failures if isinstance(failures, list) else [failures]:
+            text = f if isinstance(f, str) else json.dumps(f, default=str)
+            lines.append(f"{r.get('rollout_id')}: {text}")
+    return lines
+
+
+def executions_table(rows: Sequence[dict[str, Any]], on_aws: bool) -> Table:
+    t = Table(title=f"{len(rows)} execution(s)", title_justify="left", header_style="bold")
+    cols = ["workflow", "execution", "status", "started", "stopped"]
+    if on_aws:
+        cols.append("console")
+    for col in cols:
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        cells: list[Any] = [
+            r["workflow"],
+            escape(clip(r["name"], 48)),
+            styled(r["status"]),
+            clip(r.get("started")),
+            clip(r.get("stopped")),
+        ]
+        if on_aws:
+            url = r.get("console_url", "")
+            cells.append(Text("open", style=f"link {url}") if url else "-")
+        t.add_row(*cells)
+    return t
+
+
+def status_table(checks: Sequence[dict[str, Any]]) -> Table:
+    t = Table(title="control plane", title_justify="left", header_style="bold")
+    for col in ("check", "ok", "detail"):
+        t.add_column(col, overflow="fold")
+    for c in checks:
+        ok = Text("yes", style="green") if c["ok"] else Text("NO", style="bold red")
+        t.add_row(escape(c["check"]), ok, escape(clip(c["detail"], 100)))
+    return t
+
+
+def _label(col: Any) -> str:
+    return " / ".join(map(str, col)) if isinstance(col, list) else str(col)
+
+
+def frame_table(result: dict[str, Any], kind: str = "dataframe", max_rows: int = 50) -> Table:
+    """A DataFrame/Series result (split orientation, as the runtime returns it) as a table."""
+    data = list(result.get("data") or [])
+    if kind == "series":
+        columns = [result.get("name") or "value"]
+        data = [[v] for v in data]
+    else:
+        columns = list(result.get("columns") or [])
+    index = result.get("index")
+    names = [n for n in (result.get("index_names") or []) if n]
+    show_index = isinstance(index, list) and len(index) == len(data)
+    total = result.get("total_rows", len(data))
+    title = f"{total} row(s)" + (
+        f", showing {min(len(data), max_rows)}" if total != min(len(data), max_rows) else ""
+    )
+    t = Table(title=title, title_justify="left", header_style="bold")
+    if show_index:
+        t.add_column(escape(" / ".join(names)), style="dim")
+    for col in columns:
+        t.add_column(escape(_label(col)), justify="right")
+    for i, row in enumerate(data[:max_rows]):
+        cells = [escape(clip(v, 40)) for v in (row if isinstance(row, list) else [row])]
+        if show_index:
+            assert isinstance(index, list)
+            cells.insert(0, escape(clip(_label(index[i]), 40)))
+        t.add_row(*cells)
+    return t
+
+
+def frame_records(result: Any) -> list[dict[str, Any]]:
+    """A DataFrame result (split orientation) as a list of {column: value} rows."""
+    if not isinstance(result, dict) or not isinstance(result.get("data"), list):
+        raise ValueError("the result is not a table")
+    columns = [_label(c) for c in result.get("columns") or []]
+    return [dict(zip(columns, row, strict=True)) for row in result["data"]]
+
+
+def result_renderable(result: Any, result_type: str | None = None) -> RenderableType:
+    if result_type in {"dataframe", "series"} and isinstance(result, dict):
+        return frame_table(result, result_type)
+    if isinstance(result, str):
+        return Text(result)
+    return Text(dumps(result))
+
+
+def _stream(envelope: dict[str, Any], name: str) -> str | None:
+    text = str(envelope.get(name) or "")
+    if envelope.get(f"{name}_truncated"):
+        text += "\n[… truncated]"
+    return text or None
+
+
+def envelope_renderable(envelope: dict[str, Any], figure_paths: Sequence[Path]) -> Group:
+    """The run's envelope for a person: status line, result table, streams, error, figures."""
+    parts: list[RenderableType] = []
+    status = str(envelope.get("status"))
+    metrics = envelope.get("metrics") or {}
+    keys = ("wall_ms", "cpu_ms", "peak_rss_mb", "load_ms", "cache")
+    bits = [f"{k} {metrics[k]}" for k in keys if k in metrics]
+    header = Text("status ")
+    header.append(status, style=STATUS_STYLE.get(status, "bold"))
+    if bits:
+        header.append("   " + ", ".join(bits), style="dim")
+    parts.append(header)
+    if envelope.get("result") is not None:
+        parts.append(result_renderable(envelope["result"], envelope.get("result_type")))
+        if envelope.get("result_truncated"):
+            parts.append(Text("(result truncated)", style="dim"))
+    for name in ("stdout", "stderr"):
+        text = _stream(envelope, name)
+        if text:
+            parts.append(Panel(Text(text.rstrip("\n")), title=name, title_align="left"))
+    error = envelope.get("error")
+    if error:
+        if isinstance(error, dict):
+            body = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+            if error.get("traceback"):
+                body += "\n" + str(error["traceback"]).rstrip("\n")
+        else:
+            body = str(error)
+        parts.append(Panel(Text(body), title="error", title_align="left", border_style="red"))
+    for path in figure_paths:
+        parts.append(Text(f"figure saved: {path}"))
+    if envelope.get("figures_truncated"):
+        parts.append(Text("(some figures were dropped to fit the response limit)", style="dim"))
+    return Group(*parts)
+
+
+def make_console(stderr: bool = False, **kwargs: Any) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, **kwargs)
