@@ -1,0 +1,128 @@
+"""How sandboxctl shows envelopes, users and figures to a person."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from sandboxctl import render
+from sandboxctl.controlplane import SandboxctlError, save_figures
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 8
+
+
+def text_of(renderable: Any) -> str:
+    console = Console(width=160, color_system=None, record=True)
+    with console.capture() as capture:
+        console.print(renderable)
+    return capture.get()
+
+
+def test_dataframe_result_keeps_index_and_says_when_rows_were_cut() -> None:
+    result = {
+        "columns": ["revenue", "orders"],
+        "index": ["north", "south"],
+        "data": [[10.5, 3], [2.25, 1]],
+        "index_names": ["region"],
+        "total_rows": 1000,
+        "returned_rows": 2,
+    }
+    out = text_of(render.result_renderable(result, "dataframe"))
+    assert "1000 row(s), showing 2" in out
+    header = next(line for line in out.splitlines() if "revenue" in line)
+    assert "region" in header and "orders" in header
+    assert any("north" in line and "10.5" in line and "3" in line for line in out.splitlines())
+
+
+def test_series_result_uses_its_name_as_the_column() -> None:
+    result = {"name": "units", "index": ["a", "b"], "data": [1, 2], "total_rows": 2}
+    out = text_of(render.result_renderable(result, "series"))
+    assert "units" in out
+    assert any("b" in line and "2" in line for line in out.splitlines())
+
+
+def test_frame_records_rebuilds_rows() -> None:
+    result = {"columns": ["team", "mean"], "index": [0, 1], "data": [["ops", 1.5], ["sales", 2.0]]}
+    assert render.frame_records(result) == [
+        {"team": "ops", "mean": 1.5},
+        {"team": "sales", "mean": 2.0},
+    ]
+    with pytest.raises(ValueError):
+        render.frame_records("a repr string")
+
+
+def test_envelope_shows_status_streams_error_and_figures(tmp_path: Path) -> None:
+    envelope = {
+        "status": "error",
+        "result": None,
+        "result_type": "none",
+        "stdout": "partial output\n",
+        "stdout_truncated": True,
+        "stderr": "warning: x\n",
+        "error": {
+            "type": "ZeroDivisionError",
+            "message": "division by zero",
+            "traceback": "line 3",
+        },
+        "metrics": {"wall_ms": 4.2, "cache": "miss"},
+    }
+    out = text_of(render.envelope_renderable(envelope, [tmp_path / "f-1.png"]))
+    assert "status error" in out and "wall_ms 4.2" in out and "cache miss" in out
+    assert "partial output" in out and "truncated" in out
+    assert "warning: x" in out
+    assert "ZeroDivisionError: division by zero" in out and "line 3" in out
+    assert f"figure saved: {tmp_path / 'f-1.png'}" in out
+
+
+def test_markup_in_user_output_is_shown_literally() -> None:
+    envelope = {
+        "status": "ok",
+        "result": "[bold]x[/bold]",
+        "result_type": "repr",
+        "stdout": "[red]",
+    }
+    out = text_of(render.envelope_renderable(envelope, []))
+    assert "[bold]x[/bold]" in out and "[red]" in out
+
+
+def test_users_table_shortens_digests_and_shows_errors() -> None:
+    users = [
+        {
+            "uid": "alice",
+            "status": "FAILED",
+            "stack_name": "sbx-dev-abc",
+            "function_name": "sbx-dev-abc",
+            "image_digest": "sha256:" + "f" * 64,
+            "last_error": "ROLLBACK_COMPLETE: role quota",
+        }
+    ]
+    out = text_of(render.users_table(users))
+    assert "sha256:ffffffffffff " in out and "f" * 13 not in out
+    assert "ROLLBACK_COMPLETE: role quota" in out and "FAILED" in out
+
+
+@pytest.mark.parametrize(
+    ("value", "short"),
+    [
+        ("sha256:" + "0123456789abcdef" * 4, "sha256:0123456789ab"),
+        ("123.dkr.ecr.us-east-1.amazonaws.com/repo@sha256:" + "9" * 64, "sha256:999999999999"),
+        (None, "-"),
+    ],
+)
+def test_short_digest(value: str | None, short: str) -> None:
+    assert render.short_digest(value) == short
+
+
+def test_save_figures_writes_pngs_and_refuses_other_data(tmp_path: Path) -> None:
+    good = {"figures": [base64.b64encode(PNG).decode(), {"png": base64.b64encode(PNG).decode()}]}
+    paths = save_figures(good, tmp_path / "out", "run")
+    assert [p.name for p in paths] == ["run-1.png", "run-2.png"]
+    assert all(p.read_bytes() == PNG for p in paths)
+    bad = {"figures": [base64.b64encode(b"<svg/>").decode()]}
+    with pytest.raises(SandboxctlError, match="not a PNG"):
+        save_figures(bad, tmp_path / "bad", "run")
+    assert not (tmp_path / "bad" / "run-1.png").exists()
