@@ -1,0 +1,1 @@
+"""Code shared by the control-plane functions (and the operator CLI): names, signing, models."""
