@@ -1,0 +1,342 @@
+"""The run child: forked from the executor per run, it locks itself down and runs the code.
+
+Nothing here returns: every path ends in os._exit, so no executor cleanup code ever runs in
+the child and no exception can carry the child back into the executor's loop.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import builtins
+import errno
+import faulthandler
+import io
+import json
+import linecache
+import math
+import os
+import resource
+import signal
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")
+import contextlib
+
+import matplotlib.pyplot as plt
+
+from sandbox_runtime import osutil
+from sandbox_runtime.envelope import cap_text
+from sandbox_runtime.results import encode_result
+
+USER_FILENAME = "<user-code>"
+RESULT_FD = 3
+# Audit events that open network connections or start programs.
+BLOCKED_EVENTS = frozenset(
+    {
+        "subprocess.Popen",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.startfile",
+        "pty.spawn",
+        "urllib.Request",
+        "http.client.connect",
+        "ftplib.connect",
+        "smtplib.connect",
+        "poplib.connect",
+        "imaplib.open",
+        "nntplib.connect",
+        "telnetlib.Telnet.open",
+        "webbrowser.open",
+    }
+)
+
+
+class SandboxPolicyError(PermissionError):
+    """The code tried something the sandbox forbids (network access, starting programs)."""
+
+
+@dataclass
+class ChildPlan:
+    """Everything the child needs, prepared by the executor before fork."""
+
+    code: str
+    frames: dict[str, pd.DataFrame]
+    primary: str | None
+    limits: dict[str, Any]
+    scratch: str
+    stdout_fd: int
+    stderr_fd: int
+    result_fd: int
+    drop_to: tuple[int, int] | None
+
+
+_fork_attempted = False
+
+
+def _audit(event: str, _args: tuple[Any, ...]) -> None:
+    global _fork_attempted
+    if event.startswith("socket.") or event in BLOCKED_EVENTS:
+        raise SandboxPolicyError(
+            f"{event} is blocked: the sandbox has no network access and cannot start programs"
+        )
+    if event in {"os.fork", "os.forkpty"}:
+        _fork_attempted = True
+
+
+def _set_limit(kind: int, value: int) -> None:
+    _soft, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(kind, (value, value))
+
+
+def _lock_down(plan: ChildPlan) -> None:
+    """Own process group, own fds, resource limits, no privileges, no credentials."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(plan.stdout_fd, 1)
+    os.dup2(plan.stderr_fd, 2)
+    os.dup2(plan.result_fd, RESULT_FD)
+    # Drop every other descriptor: the executor channel, pipes of earlier runs, cache files.
+    os.closerange(RESULT_FD + 1, 1 << 20)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+    limits = plan.limits
+    _set_limit(resource.RLIMIT_CORE, 0)
+    cpu = math.ceil(limits["timeout_s"]) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    _set_limit(resource.RLIMIT_FSIZE, limits["max_file_bytes"])
+    _set_limit(resource.RLIMIT_NOFILE, limits["max_open_files"])
+    # The fork shares the executor's address space; the budget comes on top of it.
+    _set_limit(resource.RLIMIT_AS, osutil.vm_size_bytes() + limits["memory_mb"] * 1024 * 1024)
+
+    os.chdir(plan.scratch)
+    if plan.drop_to is not None:
+        uid, gid = plan.drop_to
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    osutil.set_no_new_privs()
+    # RLIMIT_NPROC counts every task of the uid, so budget on top of what already runs.
+    uid = os.getuid()
+    _set_limit(resource.RLIMIT_NPROC, osutil.count_tasks_of_uid(uid) + limits["max_procs"])
+
+    os.environ.clear()
+    os.environ.update(
+        {
+            "HOME": plan.scratch,
+            "TMPDIR": plan.scratch,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+        }
+    )
+    tempfile.tempdir = plan.scratch
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115  (lives as long as the child)
+    sys.stdout = io.TextIOWrapper(
+        open(1, "wb", closefd=False),  # noqa: SIM115
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+    sys.stderr = io.TextIOWrapper(
+        open(2, "wb", closefd=False),  # noqa: SIM115
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+    faulthandler.enable(file=sys.stderr)
+    if limits["network_guard"]:
+        sys.addaudithook(_audit)
+
+
+def _filter_traceback(te: traceback.TracebackException, seen: set[int]) -> None:
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list(
+        [frame for frame in te.stack if frame.filename == USER_FILENAME]
+    )
+    for linked in (te.__cause__, te.__context__):
+        if linked is not None:
+            _filter_traceback(linked, seen)
+
+
+def _limit_hit(exc: BaseException) -> str | None:
+    """Name the sandbox limit behind an exception, if one was."""
+    current: BaseException | None = exc
+    depth = 0
+    while current is not None and depth < 20:
+        if isinstance(current, MemoryError):
+            return "memory"
+        if isinstance(current, OSError):
+            if current.errno == errno.EFBIG:
+                return "file size"
+            if current.errno in {errno.EMFILE, errno.ENFILE}:
+                return "open files"
+            if current.errno == errno.EAGAIN and _fork_attempted:
+                return "process count"
+        if isinstance(current, RuntimeError) and "new thread" in str(current):
+            return "process count"
+        current = current.__cause__ or current.__context__
+        depth += 1
+    return None
+
+
+def _error(exc: BaseException, limits: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    te = traceback.TracebackException.from_exception(exc)
+    _filter_traceback(te, set())
+    text, _ = cap_text("".join(te.format()), limits["max_traceback_bytes"])
+    try:
+        message = str(exc)
+    except Exception:
+        message = ""
+    message, _ = cap_text(message, limits["max_traceback_bytes"])
+    hit = _limit_hit(exc)
+    if hit == "memory":
+        status = "memory"
+        message = f"{message} (the sandbox memory limit of {limits['memory_mb']} MB was reached)"
+    elif hit is not None:
+        status = "limit"
+        message = f"{message} (the sandbox {hit} limit was reached)"
+    else:
+        status = "error"
+    return status, {"type": type(exc).__name__, "message": message, "traceback": text}
+
+
+def _figures(limits: dict[str, Any]) -> tuple[list[str], bool]:
+    figures: list[str] = []
+    used = 0
+    truncated = False
+    for number in plt.get_fignums():
+        if len(figures) >= limits["max_figures"]:
+            truncated = True
+            break
+        buffer = io.BytesIO()
+        try:
+            plt.figure(number).savefig(buffer, format="png", dpi=100)
+        except Exception:
+            truncated = True
+            continue
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        if used + len(encoded) > limits["max_figure_bytes"]:
+            truncated = True
+            continue
+        figures.append(encoded)
+        used += len(encoded)
+    plt.close("all")
+    return figures, truncated
+
+
+def _execute(code: str, namespace: dict[str, Any]) -> Any:
+    """Run like a notebook cell: the last expression's value is the result."""
+    linecache.cache[USER_FILENAME] = (len(code), None, code.splitlines(True), USER_FILENAME)
+    tree = ast.parse(code, filename=USER_FILENAME, mode="exec")
+    last: ast.expr | None = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body.pop().value  # type: ignore[attr-defined]
+    exec(compile(tree, USER_FILENAME, "exec"), namespace)  # noqa: S102  (this is the product)
+    value = None
+    if last is not None:
+        expression = ast.Expression(body=last)
+        value = eval(compile(expression, USER_FILENAME, "eval"), namespace)  # noqa: S307
+    if value is None:
+        value = namespace.get("result")
+    return value
+
+
+def _write_result(message: dict[str, Any]) -> None:
+    data = json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(RESULT_FD, view) :]
+
+
+def run_child(plan: ChildPlan) -> None:
+    """Entry point right after fork; never returns."""
+    runner = os.getpid()
+    exit_code = 70
+    try:
+        _lock_down(plan)
+        limits = plan.limits
+        frames = plan.frames
+        namespace: dict[str, Any] = {
+            "__name__": "__main__",
+            "__builtins__": builtins,
+            "pd": pd,
+            "np": np,
+            "plt": plt,
+            "df": frames.get(plan.primary) if plan.primary else None,
+            "dfs": dict(frames),
+        }
+        status = "ok"
+        error = None
+        value = None
+        try:
+            value = _execute(plan.code, namespace)
+        except SystemExit as exc:
+            if os.getpid() != runner:
+                os._exit(0)
+            if exc.code not in (None, 0):
+                status, error = (
+                    "error",
+                    {
+                        "type": "SystemExit",
+                        "message": f"the code called exit({exc.code!r})",
+                        "traceback": None,
+                    },
+                )
+            else:
+                value = namespace.get("result")
+        except BaseException as exc:
+            if os.getpid() != runner:
+                os._exit(1)  # a process the code forked: it must not report
+            status, error = _error(exc, limits)
+        if os.getpid() != runner:
+            os._exit(0)
+        try:
+            result, result_type, result_cut = encode_result(
+                value, limits["max_rows"], limits["max_result_bytes"]
+            )
+        except BaseException as exc:
+            result, result_type, result_cut = None, "none", False
+            if error is None:
+                status, error = _error(exc, limits)
+        try:
+            figures, figures_cut = _figures(limits)
+        except Exception:
+            figures, figures_cut = [], True
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        _write_result(
+            {
+                "status": status,
+                "result": result,
+                "result_type": result_type,
+                "result_truncated": result_cut,
+                "figures": figures,
+                "figures_truncated": figures_cut,
+                "error": error,
+            }
+        )
+        exit_code = 0
+    except BaseException:
+        exit_code = 71
+        with contextlib.suppress(Exception):
+            os.write(2, traceback.format_exc().encode("utf-8", "replace")[-4000:])
+    finally:
+        os._exit(exit_code)

@@ -1,0 +1,424 @@
+"""The executor: a long-lived process that never held credentials.
+
+It is spawned by the handler with a scrubbed environment, imports pandas once, keeps parsed
+frames keyed by ETag and forks one locked-down child per run (copy-on-write: the frame is not
+copied, pandas is not re-imported). After each run it kills the child's whole process tree and
+deletes the run's scratch directory, so nothing survives into the next run.
+
+Run as ``python -m sandbox_runtime.executor``; it speaks length-prefixed JSON on stdin/stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import os
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sandbox_runtime import osutil
+from sandbox_runtime.child import ChildPlan, run_child
+from sandbox_runtime.envelope import OutputCapture, error_info, make_envelope
+from sandbox_runtime.protocol import ChannelClosed, recv_message, send_message
+
+CHILD_STATUSES = {"ok", "error", "memory", "limit"}
+RESULT_TYPES = {"none", "json", "dataframe", "series", "repr"}
+
+
+class DatasetParseError(ValueError):
+    """The user's file could not be parsed as the format its extension names."""
+
+
+def parse_frame(path: str, fmt: str) -> pd.DataFrame:
+    """Read a dataset with pyarrow-backed readers (multi-threaded, no Python row loop)."""
+    if fmt == "csv":
+        return pd.read_csv(path, engine="pyarrow")
+    if fmt == "tsv":
+        return pd.read_csv(path, sep="\t", engine="pyarrow")
+    if fmt == "parquet":
+        return pd.read_parquet(path, engine="pyarrow")
+    if fmt == "jsonl":
+        return pd.read_json(path, lines=True, engine="pyarrow")
+    raise DatasetParseError(f"unsupported format {fmt!r}")
+
+
+class FrameCache:
+    """Parsed frames keyed by (ETag, format); a changed object gets a new key and evicts the old."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._frames: OrderedDict[tuple[str, str], pd.DataFrame] = OrderedDict()
+        self._by_name: dict[str, tuple[str, str]] = {}
+
+    def get(self, name: str, path: str, etag: str, fmt: str) -> tuple[pd.DataFrame, bool]:
+        key = (etag, fmt)
+        previous = self._by_name.get(name)
+        if key in self._frames:
+            self._frames.move_to_end(key)
+            self._by_name[name] = key
+            return self._frames[key], True
+        try:
+            frame = parse_frame(path, fmt)
+        except DatasetParseError:
+            raise
+        except Exception as exc:
+            raise DatasetParseError(f"could not read {name!r} as {fmt}: {exc}") from exc
+        self._by_name[name] = key
+        if previous is not None and previous != key and previous not in self._by_name.values():
+            self._frames.pop(previous, None)
+        self._frames[key] = frame
+        while len(self._frames) > self.max_entries:
+            evicted, _ = self._frames.popitem(last=False)
+            self._by_name = {n: k for n, k in self._by_name.items() if k != evicted}
+        return frame, False
+
+
+def _kill_tree(executor_pid: int) -> None:
+    """SIGKILL and reap every descendant; orphans come back to us because we are a subreaper."""
+    for _ in range(1000):
+        victims = list(osutil.descendants(executor_pid))
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in osutil.child_pids(executor_pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _read_available(fd: int) -> bytes | None:
+    """Bytes ready on fd; b'' when none are ready now; None at end of file."""
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+    return data if data else None
+
+
+def _parse_child_result(raw: bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    if message.get("status") not in CHILD_STATUSES:
+        return None
+    if message.get("result_type") not in RESULT_TYPES:
+        return None
+    figures = message.get("figures")
+    if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
+        return None
+    error = message.get("error")
+    if error is not None and not (
+        isinstance(error, dict)
+        and isinstance(error.get("type"), str)
+        and isinstance(error.get("message"), str)
+        and isinstance(error.get("traceback"), str | None)
+    ):
+        return None
+    return message
+
+
+def _prepare_scratch(root: Path, drop_to: tuple[int, int] | None) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    # The unprivileged child may enter its own directory but list no others.
+    os.chmod(root, 0o711)  # noqa: S103
+    scratch = tempfile.mkdtemp(prefix="run-", dir=root)
+    if drop_to is not None:
+        os.chown(scratch, *drop_to)
+    return scratch
+
+
+def _remove_scratch(path: str) -> None:
+    def _retry(func: Any, target: str, _exc: BaseException) -> None:
+        # The code may have removed permissions from its own files; we own or are root.
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+        with contextlib.suppress(OSError):
+            func(target)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_retry)
+    else:
+        shutil.rmtree(path, onerror=lambda func, target, info: _retry(func, target, info[1]))
+
+
+class Executor:
+    def __init__(self, sandbox_uid: int, sandbox_gid: int, frame_cache_entries: int) -> None:
+        self.pid = os.getpid()
+        self.drop_to = (sandbox_uid, sandbox_gid) if os.geteuid() == 0 else None
+        self.frames = FrameCache(frame_cache_entries)
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "ping":
+            return {"op": "pong", "pid": self.pid}
+        if op != "run":
+            return {"op": "error", "message": f"unknown op {op!r}"}
+        started = time.monotonic()
+        frames: dict[str, pd.DataFrame] = {}
+        hits: list[bool] = []
+        try:
+            for item in message["datasets"]:
+                frame, hit = self.frames.get(
+                    item["name"], item["path"], item["etag"], item["format"]
+                )
+                frames[item["name"]] = frame
+                hits.append(hit)
+        except DatasetParseError as exc:
+            envelope = make_envelope("error", error=error_info("DatasetError", str(exc)[:4000]))
+            return {"op": "result", "envelope": envelope, "parse_ms": 0.0, "cache": "miss"}
+        parse_ms = (time.monotonic() - started) * 1000
+        cache = "none" if not hits else ("hit" if all(hits) else "miss")
+        limits = dict(message["limits"])
+        deadline = message.get("deadline")
+        if deadline is not None:
+            # CLOCK_MONOTONIC is system-wide, so the handler's deadline holds here too.
+            limits["timeout_s"] = min(limits["timeout_s"], deadline - time.monotonic())
+        if limits["timeout_s"] <= 0:
+            envelope = make_envelope(
+                "timeout",
+                error=error_info("Timeout", "no time was left in this invocation to run the code"),
+            )
+        else:
+            envelope = self.run(
+                message["code"],
+                frames,
+                message.get("primary"),
+                limits,
+                Path(message["scratch_root"]),
+            )
+        return {"op": "result", "envelope": envelope, "parse_ms": parse_ms, "cache": cache}
+
+    def run(
+        self,
+        code: str,
+        frames: dict[str, pd.DataFrame],
+        primary: str | None,
+        limits: dict[str, Any],
+        scratch_root: Path,
+    ) -> dict[str, Any]:
+        scratch = _prepare_scratch(scratch_root, self.drop_to)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        plan = ChildPlan(code, frames, primary, limits, scratch, out_w, err_w, res_w, self.drop_to)
+        gc.collect()
+        gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            run_child(plan)
+        for fd in (out_w, err_w, res_w):
+            os.close(fd)
+        try:
+            return self._supervise(pid, started, limits, out_r, err_r, res_r)
+        finally:
+            for fd in (out_r, err_r, res_r):
+                os.close(fd)
+            _remove_scratch(scratch)
+
+    def _supervise(
+        self, pid: int, started: float, limits: dict[str, Any], out_r: int, err_r: int, res_r: int
+    ) -> dict[str, Any]:
+        stdout = OutputCapture(limits["max_output_bytes"])
+        stderr = OutputCapture(limits["max_output_bytes"])
+        result = bytearray()
+        result_cap = (
+            limits["max_result_bytes"]
+            + limits["max_figure_bytes"]
+            + 4 * limits["max_traceback_bytes"]
+            + 65536
+        )
+        captures = {out_r: stdout, err_r: stderr}
+        pidfd = os.pidfd_open(pid)
+        selector = selectors.DefaultSelector()
+        for fd in (out_r, err_r, res_r):
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        selector.register(pidfd, selectors.EVENT_READ)
+        deadline = started + limits["timeout_s"]
+        reason: str | None = None
+        exited = False
+        try:
+            while not exited and reason is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    reason = "timeout"
+                    break
+                for key, _ in selector.select(remaining):
+                    fd = key.fd
+                    if fd == pidfd:
+                        exited = True
+                        continue
+                    data = _read_available(fd)
+                    if data is None:
+                        selector.unregister(fd)
+                    elif fd == res_r:
+                        result += data
+                        if len(result) > result_cap:
+                            reason = "result"
+                    else:
+                        captures[fd].feed(data)
+                        if stdout.total + stderr.total > limits["flood_bytes"]:
+                            reason = "output"
+        finally:
+            selector.close()
+            os.close(pidfd)
+        if reason is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, wait_status, usage = os.wait4(pid, 0)
+        run_ms = (time.monotonic() - started) * 1000
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _kill_tree(self.pid)
+        # Every writer is dead now: whatever is left in the pipes ends in EOF.
+        for fd in (out_r, err_r, res_r):
+            while (data := _read_available(fd)) is not None and data:
+                if fd == res_r:
+                    if len(result) <= result_cap:
+                        result += data
+                else:
+                    captures[fd].feed(data)
+
+        envelope = self._classify(reason, wait_status, bytes(result), limits)
+        envelope["stdout"] = stdout.text()
+        envelope["stdout_truncated"] = stdout.truncated
+        envelope["stderr"] = stderr.text()
+        envelope["stderr_truncated"] = stderr.truncated
+        envelope["metrics"].update(
+            {
+                "run_ms": round(run_ms, 3),
+                "cpu_ms": round((usage.ru_utime + usage.ru_stime) * 1000, 3),
+                "peak_rss_mb": round(usage.ru_maxrss / 1024, 3),
+            }
+        )
+        return envelope
+
+    def _classify(
+        self, reason: str | None, wait_status: int, raw: bytes, limits: dict[str, Any]
+    ) -> dict[str, Any]:
+        if reason == "timeout":
+            return make_envelope(
+                "timeout",
+                error=error_info(
+                    "Timeout", f"the code ran longer than {limits['timeout_s']:g} s and was stopped"
+                ),
+            )
+        if reason == "output":
+            return make_envelope(
+                "limit",
+                error=error_info(
+                    "OutputLimit",
+                    f"the code wrote more than {limits['flood_bytes']} bytes of output "
+                    "and was stopped",
+                ),
+            )
+        if reason == "result":
+            return make_envelope(
+                "limit", error=error_info("OutputLimit", "the result was too large and was dropped")
+            )
+        if os.WIFSIGNALED(wait_status):
+            signum = os.WTERMSIG(wait_status)
+            try:
+                name = signal.Signals(signum).name
+            except ValueError:
+                name = f"signal {signum}"
+            if signum == signal.SIGXCPU:
+                return make_envelope(
+                    "timeout", error=error_info("Timeout", "the code used up its CPU time limit")
+                )
+            if signum == signal.SIGXFSZ:
+                return make_envelope(
+                    "limit",
+                    error=error_info("FileSizeLimit", "the code wrote a file larger than allowed"),
+                )
+            if signum == signal.SIGKILL:
+                return make_envelope(
+                    "memory",
+                    error=error_info(
+                        "OutOfMemory",
+                        "the process was killed by the system, most likely out of memory",
+                    ),
+                )
+            return make_envelope(
+                "error", error=error_info("Crash", f"the process crashed with {name}")
+            )
+        message = _parse_child_result(raw) if raw else None
+        if message is None:
+            code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else -1
+            text = (
+                f"the code ended the process (exit status {code}) before returning a result"
+                if not raw
+                else "the run returned a malformed result"
+            )
+            return make_envelope("error", error=error_info("ProcessExit", text))
+        envelope = make_envelope(message["status"], error=message.get("error"))
+        for field in ("result", "result_type", "result_truncated", "figures", "figures_truncated"):
+            envelope[field] = message.get(field, envelope[field])
+        envelope["result_truncated"] = bool(envelope["result_truncated"])
+        envelope["figures_truncated"] = bool(envelope["figures_truncated"])
+        return envelope
+
+
+def _warm_up() -> None:
+    """Touch the code paths of a first run so it is not paid for by the user."""
+    frame = pd.read_csv(io.BytesIO(b"a,b\n1,x\n2,y\n"), engine="pyarrow")
+    frame.head(1).to_json(orient="split")
+
+
+def main() -> int:
+    # Move the channel off fds 0/1 so a stray print can never corrupt it.
+    rfd, wfd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    os.close(null)
+    osutil.make_non_dumpable()
+    osutil.become_subreaper()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    executor = Executor(
+        sandbox_uid=int(os.environ.get("SANDBOX_SANDBOX_UID", "65534")),
+        sandbox_gid=int(os.environ.get("SANDBOX_SANDBOX_GID", "65534")),
+        frame_cache_entries=int(os.environ.get("SANDBOX_FRAME_CACHE_ENTRIES", "4")),
+    )
+    _warm_up()
+    send_message(wfd, {"op": "ready", "pid": executor.pid})
+    while True:
+        try:
+            message = recv_message(rfd)
+        except ChannelClosed:
+            return 0
+        try:
+            reply = executor.handle(message)
+        except Exception as exc:
+            envelope = make_envelope(
+                "error", error=error_info("ExecutorError", f"{type(exc).__name__}: {exc}")
+            )
+            reply = {"op": "result", "envelope": envelope, "parse_ms": 0.0, "cache": "none"}
+        reply["id"] = message.get("id")
+        try:
+            send_message(wfd, reply)
+        except ChannelClosed:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Lambda entry point of every user's sandbox function.
+
+The handler is thin: Powertools logging, then the runtime, which is created on first use and
+kept warm across invocations (the executor with its parsed frames lives as long as this
+process). User code output and credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from sandbox_runtime.config import RuntimeConfig
+from sandbox_runtime.runtime import Runtime
+from sandbox_runtime.sources import S3Source
+
+logger = Logger(service="sandbox-runtime")
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, built from DATA_BUCKET, USER_PREFIX and SANDBOX_* settings."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            config = RuntimeConfig.from_env()
+            source = S3Source.from_env(config.cache_dir)
+            _runtime = Runtime(config, source, log=logger)
+        return _runtime
+
+
+def shutdown_runtime() -> None:
+    """Stop the executor; the next invocation starts a fresh runtime from the environment."""
+    global _runtime
+    with _runtime_lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.close()
+
+
+atexit.register(shutdown_runtime)
+
+
+@logger.inject_lambda_context(log_event=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return get_runtime().invoke(event, context)

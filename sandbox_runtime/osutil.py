@@ -1,0 +1,108 @@
+"""Linux process controls the runtime depends on (prctl, process-tree discovery).
+
+prctl has no wrapper in the standard library, so it is called through libc with ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ProcessControlError(OSError):
+    """A prctl call the isolation depends on failed."""
+
+
+def _prctl(option: int, arg: int) -> int:
+    result = int(_libc.prctl(option, arg, 0, 0, 0))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise ProcessControlError(err, f"prctl({option}) failed: {os.strerror(err)}")
+    return result
+
+
+def make_non_dumpable() -> None:
+    """Hide this process from same-uid peers: /proc/<pid>/environ, mem and ptrace are denied."""
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def is_dumpable() -> bool:
+    return _prctl(PR_GET_DUMPABLE, 0) != 0
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants, so a double-forked daemon cannot escape the run cleanup."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_no_new_privs() -> None:
+    """Forbid gaining privileges through set-uid binaries for this process and its children."""
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (all threads), read from /proc; empty if it is gone."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as handle:
+                found.extend(int(part) for part in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def descendants(pid: int) -> Iterator[int]:
+    """Every live descendant of `pid`, parents before children."""
+    stack = child_pids(pid)
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        yield current
+        stack.extend(child_pids(current))
+
+
+def count_tasks_of_uid(uid: int) -> int:
+    """Threads owned by `uid` (what RLIMIT_NPROC counts), from /proc/<pid>/status."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as handle:
+                status = handle.read()
+        except OSError:
+            continue
+        real_uid = threads = None
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                real_uid = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+        if real_uid == uid and threads is not None:
+            total += threads
+    return total
+
+
+def vm_size_bytes() -> int:
+    """This process's virtual size, the baseline RLIMIT_AS is added to."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise ProcessControlError("VmSize missing from /proc/self/status")
