@@ -8,6 +8,7 @@ an error is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -393,6 +394,11 @@ def main(
         return fail(EXIT_FAIL, describe_client_error(exc))
     except KeyboardInterrupt:
         return fail(130, "interrupted")
+    except Exception as exc:  # an operator gets one line; SANDBOXCTL_DEBUG=1 shows the traceback
+        if os.environ.get("SANDBOXCTL_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:500]
+        return fail(EXIT_FAIL, f"{type(exc).__name__}: {text} (SANDBOXCTL_DEBUG=1 for details)")
 
 
 if __name__ == "__main__":

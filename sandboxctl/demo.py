@@ -40,6 +40,12 @@ WAIT_ROLLOUT_S = 45.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}"
+
+
 class DemoCheckFailed(Exception):
     """A step did not behave as the demo shows it."""
 
@@ -248,6 +254,8 @@ class Demo:
                 outcome, detail = FAILED, str(exc)
             except ClientError as exc:
                 outcome, detail = FAILED, describe_client_error(exc)
+            except Exception as exc:  # the demo reports every failure in its summary
+                outcome, detail = FAILED, one_line(exc)
         seconds = time.monotonic() - began
         self.results.append(StepResult(name, outcome, detail, seconds))
         style = {PASSED: "green", FAILED: "bold red", UNAVAILABLE: "yellow", SKIPPED: "yellow"}
