@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
 
@@ -147,7 +148,34 @@ def _assume(role_arn: str | None, principal: str, region: str) -> Credentials:
     )
 
 
+_clients: dict[tuple[str, str, str, str, int], Any] = {}
+
+
+def service_client(service: str, region: str, creds: Credentials, config: Any, url: str) -> Any:
+    """A boto3 client signed with ``creds`` (cached: clients are thread-safe and slow to build)."""
+    key = (service, region, creds.access_key_id, url, id(config))
+    with _lock:
+        client = _clients.get(key)
+    if client is not None:
+        return client
+    client = boto3.session.Session().client(
+        service_name=service,
+        region_name=region,
+        aws_access_key_id=creds.access_key_id,
+        aws_secret_access_key=creds.secret_access_key,
+        aws_session_token=creds.session_token,
+        endpoint_url=url or None,
+        config=config,
+    )
+    with _lock:
+        if len(_clients) > 512:
+            _clients.clear()
+        _clients.setdefault(key, client)
+    return client
+
+
 def clear_cache() -> None:
-    """Forget cached credentials (after a moto reset, say)."""
+    """Forget cached credentials and clients (after a moto reset, say)."""
     with _lock:
         _cache.clear()
+        _clients.clear()

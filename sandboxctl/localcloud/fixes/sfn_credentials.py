@@ -10,10 +10,8 @@ is port 5000 unless set, and may resolve to ::1 while the server listens on 127.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 from moto.core.models import botocore_stubber
@@ -27,13 +25,24 @@ from sandboxctl.localcloud.fixes._moto_refs import (
     require_attr,
     require_params,
 )
-from sandboxctl.localcloud.fixes._service_role import credentials_for, endpoint, set_endpoint
+from sandboxctl.localcloud.fixes._service_role import (
+    credentials_for,
+    endpoint,
+    service_client,
+    set_endpoint,
+)
 
 FIX = "sfn_credentials"
 PRINCIPAL = "states.amazonaws.com"
 _PREFIXES = ("moto.stepfunctions.parser",)
-_clients: dict[tuple[str, str, str, str], BaseClient] = {}
-_clients_lock = threading.Lock()
+_TIMEOUT = moto_boto_client.TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS
+# Step Functions does not retry a task's call itself: Retry in the ASL decides.
+_CONFIG = Config(
+    parameter_validation=False,
+    retries={"max_attempts": 0, "total_max_attempts": 1},
+    connect_timeout=_TIMEOUT,
+    read_timeout=_TIMEOUT,
+)
 
 __all__ = ["apply", "boto_client_for", "check", "configure"]
 
@@ -48,32 +57,7 @@ def boto_client_for(region: str, service: str, state_credentials: Any = None) ->
     role_arn = getattr(state_credentials, "role_arn", None)
     creds = credentials_for(role_arn, PRINCIPAL, region)
     url = "" if botocore_stubber.enabled else endpoint()
-    key = (service, region, creds.access_key_id, url)
-    with _clients_lock:
-        client = _clients.get(key)
-    if client is not None:
-        return client
-    timeout = moto_boto_client.TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS
-    client = boto3.session.Session().client(
-        service_name=service,
-        region_name=region,
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-        endpoint_url=url or None,
-        config=Config(
-            parameter_validation=False,
-            # Step Functions does not retry a task call itself: Retry in the ASL decides.
-            retries={"max_attempts": 0, "total_max_attempts": 1},
-            connect_timeout=timeout,
-            read_timeout=timeout,
-        ),
-    )
-    with _clients_lock:
-        if len(_clients) > 512:
-            _clients.clear()
-        _clients.setdefault(key, client)
-    return client
+    return service_client(service, region, creds, _CONFIG, url)
 
 
 def check() -> None:
