@@ -352,6 +352,8 @@ def cmd_local(app: App) -> int:
 def cmd_demo(app: App) -> int:
     from sandboxctl.demo import run_demo
 
+    if not app.out.is_terminal:
+        app.out.width = max(app.out.width, 120)  # CI logs: keep tables readable
     return run_demo(app.out, output_dir=app.args.output_dir)
 
 

@@ -111,7 +111,9 @@ summary = (
     .sort_values("revenue", ascending=False)
     .reset_index(drop=True)
 )
-ax = summary.plot.bar(x="region", y="revenue", legend=False, title="Revenue by region")
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.bar(summary["region"], summary["revenue"], color="#4C72B0")
+ax.set_title("Revenue by region")
 ax.set_ylabel("revenue")
 print(f"{len(df)} orders, total revenue {summary['revenue'].sum():,.2f}")
 summary
@@ -124,7 +126,9 @@ summary = (
     .sort_values("mean_salary", ascending=False)
     .reset_index(drop=True)
 )
-summary.plot.barh(x="team", y="mean_salary", legend=False, title="Mean salary by team")
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.barh(summary["team"], summary["mean_salary"], color="#55A868")
+ax.set_title("Mean salary by team")
 print(f"{len(df)} employees in {df['team'].nunique()} teams")
 summary
 """
@@ -241,7 +245,7 @@ class Demo:
             outcome, detail = SKIPPED, f"needs: {', '.join(blocked)}"
             # A step behind an unavailable step is itself unavailable, not a failure.
             done = {r.name: r.outcome for r in self.results}
-            if all(done.get(n) in (UNAVAILABLE, SKIPPED) for n in blocked):
+            if all(done.get(n) == UNAVAILABLE for n in blocked):
                 outcome = UNAVAILABLE
         else:
             try:
@@ -512,6 +516,23 @@ class Demo:
                 self.cloud.stop()
         return self.summary(time.monotonic() - began)
 
+    def write_summary(self, seconds: float, verdict: str) -> None:
+        """summary.json beside the charts: what CI and the end-to-end test read."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "verdict": verdict,
+            "seconds": round(seconds, 2),
+            "steps": [
+                {"name": r.name, "outcome": r.outcome, "detail": r.detail, "seconds": r.seconds}
+                for r in self.results
+            ],
+            "users": [
+                {"label": u.label, "uid": u.uid, "user_digest": u.record.get("user_digest")}
+                for u in self.users
+            ],
+        }
+        (self.output_dir / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+
     def summary(self, seconds: float) -> int:
         table = Table(title="summary", title_justify="left", header_style="bold")
         for col in ("step", "outcome", "seconds", "detail"):
@@ -522,13 +543,14 @@ class Demo:
                 escape(r.name),
                 Text(r.outcome, style=style[r.outcome]),
                 f"{r.seconds:.1f}",
-                escape(r.detail),
+                escape(render.clip(r.detail, 160)),
             )
         self.console.print(table)
         failed = [r for r in self.results if r.outcome in (FAILED, SKIPPED)]
         unavailable = [r for r in self.results if r.outcome == UNAVAILABLE]
         passed = len(self.results) - len(failed) - len(unavailable)
         verdict = "demo FAILED" if failed else "demo passed"
+        self.write_summary(seconds, verdict)
         self.console.print(
             f"{verdict}: {passed} passed, {len(unavailable)} not available yet, "
             f"{len(failed)} failed, in {seconds:.1f}s",

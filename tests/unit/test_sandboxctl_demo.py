@@ -86,3 +86,17 @@ def test_a_step_that_misbehaves_fails_the_demo_and_blocks_its_dependants(tmp_pat
     assert demo.summary(1.0) == 1
     out = buffer.getvalue()
     assert "IAM allowed the attacker to read B's file" in out and "demo FAILED" in out
+
+
+def test_a_failure_is_never_downgraded_to_not_available_further_down(tmp_path: Path) -> None:
+    demo, _ = make_demo({}, tmp_path)
+
+    def boom() -> str:
+        raise RuntimeError("local cloud did not deploy")
+
+    demo.step("start", boom)
+    demo.step("signup", lambda: "x", after=["start"])
+    demo.step("upload", lambda: "x", after=["signup"])
+    assert [r.outcome for r in demo.results] == [FAILED, "skipped", "skipped"]
+    assert demo.results[0].detail == "RuntimeError: local cloud did not deploy"
+    assert demo.summary(1.0) == 1
