@@ -1,0 +1,307 @@
+"""Reconcile planning: compare Firebase users, the registry and the stacks, and list what to fix.
+
+The plan is pure: it reads, decides and writes an S3 manifest; the Reconcile workflow carries
+out each action in a Distributed Map child (events for provision/deprovision, stack or function
+updates for stale images), so a dry run is exactly the plan. It is safe at any time: a running
+rollout owns image changes (the plan then only checks digests), and every action goes through the
+same idempotent workflows a signup or deletion would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from boto3.dynamodb.types import TypeDeserializer
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet import naming
+from fleet.errors import FleetError
+from fleet.models import DELETING, FAILED, PROVISIONING, READY, iso_utc
+
+RECONCILE_PREFIX = "reconcile"
+ACTIVE_STATUSES = (PROVISIONING, READY, FAILED, DELETING)
+# A FAILED user is retried after 15 min, 30 min, 1 h, ... at most daily, at most 8 times.
+RETRY_BASE = timedelta(minutes=15)
+RETRY_CAP = timedelta(hours=24)
+MAX_RECONCILE_RETRIES = 8
+# A deletion or provisioning still unfinished after this long is stuck, not in progress.
+STUCK_AFTER = timedelta(hours=1)
+REPORT_LIMIT = 50
+
+Action = Literal["provision", "retry", "repair", "deprovision", "check_image"]
+
+
+class PlanError(FleetError):
+    """The reconcile plan could not be built (unreadable registry or stack list)."""
+
+
+class PlanRequest(BaseModel):
+    """What the Reconcile workflow passes: its own id, and whether to only report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reconcile_id: Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_-]+$")]
+    dry_run: bool = False
+
+
+class PlannedAction(BaseModel):
+    """One thing to do for one user; the child workflow switches on `action`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Action
+    uid: str
+    user_digest: str
+    stack_name: str
+    function_name: str
+    email: str | None = None
+    reason: str
+    event_id: str
+    at: str
+
+
+class PlanResult(BaseModel):
+    """Where the actions are, what was found, and the image the fleet should run."""
+
+    bucket: str
+    key: str
+    count: int
+    counts: dict[str, int]
+    desired_digest: str | None
+    desired_image_uri: str | None
+    rollout_running: bool
+    firebase_checked: bool
+    orphan_stacks: list[str]
+    stuck: list[str]
+
+
+@dataclass
+class Inventory:
+    """Everything the plan compares, as read at one moment."""
+
+    users: list[dict[str, Any]]
+    stacks: dict[str, str]  # stack name -> status, live stacks only
+    firebase: dict[str, str | None] | None  # uid -> email, None when not configured
+    desired: dict[str, Any] | None
+    rollout_status: str | None
+    now: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    deserializer = TypeDeserializer()
+    return {key: deserializer.deserialize(value) for key, value in item.items()}
+
+
+def iter_registry_users(dynamodb: Any, table_name: str) -> Iterator[dict[str, Any]]:
+    """Every user not yet DELETED, one ByStatus query per status, paginated."""
+    paginator = dynamodb.get_paginator("query")
+    for status in ACTIVE_STATUSES:
+        pages = paginator.paginate(
+            TableName=table_name,
+            IndexName="ByStatus",
+            KeyConditionExpression="#status = :status AND begins_with(pk, :user)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":status": {"S": status}, ":user": {"S": "USER#"}},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield _plain(item)
+
+
+def read_item(dynamodb: Any, table_name: str, pk: str) -> dict[str, Any] | None:
+    response = dynamodb.get_item(TableName=table_name, Key={"pk": {"S": pk}}, ConsistentRead=True)
+    item = response.get("Item")
+    return _plain(item) if item else None
+
+
+def list_user_stacks(cloudformation: Any, stage: str) -> dict[str, str]:
+    """Live stacks named `sbx-<stage>-…` (DELETE_COMPLETE ones are history, not stacks)."""
+    prefix = f"{naming.NAME_PREFIX}-{stage}-"
+    stacks: dict[str, str] = {}
+    for page in cloudformation.get_paginator("list_stacks").paginate():
+        for summary in page.get("StackSummaries", []):
+            name, status = summary["StackName"], summary["StackStatus"]
+            if name.startswith(prefix) and status != "DELETE_COMPLETE":
+                stacks[name] = status
+    return stacks
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def retry_due(user: dict[str, Any], now: datetime) -> bool:
+    """Exponential backoff between reconcile retries of a FAILED user, with a cap on tries."""
+    tries = int(user.get("reconcile_retries") or 0)
+    if tries >= MAX_RECONCILE_RETRIES:
+        return False
+    last = _parse_time(user.get("updated_at"))
+    if last is None:
+        return True
+    wait = min(RETRY_BASE * (2**tries), RETRY_CAP)
+    return now - last >= wait
+
+
+def _stuck(user: dict[str, Any], now: datetime) -> bool:
+    last = _parse_time(user.get("updated_at"))
+    return last is not None and now - last >= STUCK_AFTER
+
+
+def plan(
+    inventory: Inventory, stage: str, reconcile_id: str
+) -> tuple[list[PlannedAction], dict[str, Any]]:
+    """Decide every action; return them with the findings that are only reported."""
+    now_text = iso_utc(inventory.now)
+    actions: list[PlannedAction] = []
+    stuck: list[str] = []
+    known: set[str] = set()
+    known_stacks: set[str] = set()
+
+    def add(
+        action: Action, uid: str, digest: str, reason: str, email: str | None = None, **names: str
+    ) -> None:
+        name = naming.resource_name(stage, digest)
+        actions.append(
+            PlannedAction(
+                action=action,
+                uid=uid,
+                user_digest=digest,
+                stack_name=names.get("stack_name") or name,
+                function_name=names.get("function_name") or name,
+                email=email,
+                reason=reason,
+                event_id=f"reconcile-{reconcile_id}-{digest}",
+                at=now_text,
+            )
+        )
+
+    for user in inventory.users:
+        uid, status = str(user.get("uid", "")), str(user.get("status", ""))
+        digest = str(user.get("user_digest", ""))
+        if not uid or not naming.DIGEST_PATTERN.match(digest):
+            stuck.append(f"malformed registry entry {user.get('pk')!r}")
+            continue
+        known.add(uid)
+        names = {
+            "stack_name": str(user.get("stack_name") or ""),
+            "function_name": str(user.get("function_name") or ""),
+        }
+        stack_name = names["stack_name"] or naming.resource_name(stage, digest)
+        known_stacks.add(stack_name)
+        email = user.get("email") if isinstance(user.get("email"), str) else None
+        gone_from_firebase = inventory.firebase is not None and uid not in inventory.firebase
+
+        if status == DELETING:
+            if _stuck(user, inventory.now):
+                add("deprovision", uid, digest, "deletion unfinished for over an hour", **names)
+            continue
+        if gone_from_firebase:
+            add("deprovision", uid, digest, "user no longer exists in Firebase", **names)
+            continue
+        if status == FAILED:
+            if retry_due(user, inventory.now):
+                add(
+                    "retry",
+                    uid,
+                    digest,
+                    f"FAILED: {user.get('last_error') or 'no reason'}",
+                    email,
+                    **names,
+                )
+            continue
+        if status == PROVISIONING:
+            if _stuck(user, inventory.now) and stack_name not in inventory.stacks:
+                stuck.append(f"{uid!r} PROVISIONING for over an hour without a stack")
+            continue
+        if status == READY:
+            stack_status = inventory.stacks.get(stack_name)
+            if stack_status is None:
+                add("repair", uid, digest, "READY but its stack is gone", email, **names)
+            elif stack_status.endswith("_FAILED") or stack_status == "ROLLBACK_COMPLETE":
+                stuck.append(f"{uid!r} stack {stack_name} is {stack_status}")
+            else:
+                add("check_image", uid, digest, "READY: compare image digests", **names)
+
+    if inventory.firebase is not None:
+        for uid, email in sorted(inventory.firebase.items()):
+            if uid not in known:
+                add(
+                    "provision",
+                    uid,
+                    naming.user_digest(uid),
+                    "in Firebase, not in the registry",
+                    email,
+                )
+                known_stacks.add(naming.resource_name(stage, naming.user_digest(uid)))
+
+    orphans = sorted(name for name in inventory.stacks if name not in known_stacks)
+    return actions, {"stuck": stuck, "orphan_stacks": orphans}
+
+
+def firebase_users(list_users: Callable[[], Iterable[Any]]) -> dict[str, str | None]:
+    """uid -> email from firebase-admin's paginated `list_users().iterate_all()`."""
+    return {str(user.uid): getattr(user, "email", None) for user in list_users()}
+
+
+def write_plan(
+    request: PlanRequest,
+    *,
+    inventory: Inventory,
+    s3: Any,
+    bucket: str,
+    stage: str,
+) -> PlanResult:
+    actions, findings = plan(inventory, stage, request.reconcile_id)
+    key = f"{RECONCILE_PREFIX}/{request.reconcile_id}/actions.json"
+    body = json.dumps([action.model_dump() for action in actions], separators=(",", ":"))
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/json")
+    desired = inventory.desired or {}
+    return PlanResult(
+        bucket=bucket,
+        key=key,
+        count=len(actions),
+        counts=dict(Counter(action.action for action in actions)),
+        desired_digest=desired.get("image_digest"),
+        desired_image_uri=desired.get("image_uri"),
+        rollout_running=inventory.rollout_status == "RUNNING",
+        firebase_checked=inventory.firebase is not None,
+        orphan_stacks=findings["orphan_stacks"][:REPORT_LIMIT],
+        stuck=findings["stuck"][:REPORT_LIMIT],
+    )
+
+
+def take_inventory(
+    *,
+    dynamodb: Any,
+    cloudformation: Any,
+    table_name: str,
+    stage: str,
+    now: datetime,
+    list_firebase_users: Callable[[], Iterable[Any]] | None,
+) -> Inventory:
+    """Read the desired image, its rollout, every user, every user stack and Firebase."""
+    desired = read_item(dynamodb, table_name, "CONFIG#image")
+    rollout = (
+        read_item(dynamodb, table_name, f"ROLLOUT#{desired['rollout_id']}")
+        if desired and desired.get("rollout_id")
+        else None
+    )
+    return Inventory(
+        users=list(iter_registry_users(dynamodb, table_name)),
+        stacks=list_user_stacks(cloudformation, stage),
+        firebase=firebase_users(list_firebase_users) if list_firebase_users else None,
+        desired=desired,
+        rollout_status=str(rollout.get("status")) if rollout else None,
+        now=now,
+    )
