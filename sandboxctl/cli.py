@@ -391,6 +391,12 @@ def main(
     except SandboxctlError as exc:
         return fail(EXIT_FAIL, str(exc))
     except NoCredentialsError:
+        endpoint = getattr(args, "endpoint", None) or os.environ.get("SANDBOXCTL_ENDPOINT")
+        if endpoint:
+            return fail(
+                EXIT_FAIL,
+                f"no operator credentials for {endpoint}: is `sandboxctl local up` serving there?",
+            )
         return fail(EXIT_FAIL, "no AWS credentials found (configure a profile or use --endpoint)")
     except (ClientError, BotoCoreError) as exc:
         return fail(EXIT_FAIL, describe_client_error(exc))

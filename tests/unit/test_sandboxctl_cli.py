@@ -583,3 +583,19 @@ def test_status_fails_and_names_what_is_missing(cloud: Cloud) -> None:
     assert failing["outputs"] == "missing ReconcileStateMachineArn"
     assert "data bucket" in failing and "Reconcile workflow" in failing
     assert set(REQUIRED_OUTPUTS) - set(outputs) == {"ReconcileStateMachineArn"}
+
+
+def test_an_endpoint_without_a_running_local_cloud_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    res = run_cli("users", "--endpoint", "http://127.0.0.1:9")
+    assert res.code == 1
+    assert res.err.strip() == (
+        "sandboxctl: error: no operator credentials for http://127.0.0.1:9: "
+        "is `sandboxctl local up` serving there?"
+    )
