@@ -129,40 +129,43 @@ class UserDeletedEvent(EventBridgeModel):
 
 
 # ------------------------------------------------------------------ run API
-DatasetName = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
+# Types the sandbox runtime reads (sandbox_runtime/request.py FORMATS).
+DATASET_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson")
+MAX_DATASETS = 8
 
 
-def _no_dots(value: str) -> str:
-    if ".." in value:
-        raise ValueError("dataset names cannot contain '..'")
+def _dataset_key(value: str) -> str:
+    """A key relative to the user's prefix that cannot leave it."""
+    segments = value.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ValueError("'.', '..' and empty path segments are not allowed")
+    if not value.lower().endswith(DATASET_SUFFIXES):
+        raise ValueError(f"the dataset type must be one of {', '.join(DATASET_SUFFIXES)}")
     return value
 
 
-SafeDatasetName = Annotated[DatasetName, AfterValidator(_no_dots)]
-
-
-class RunLimits(_Strict):
-    """Limits a caller may ask for; the server caps each one (see run_code.LIMIT_CAPS)."""
-
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
-    memory_mb: Annotated[int, Field(gt=0)] | None = None
-    max_output_bytes: Annotated[int, Field(gt=0)] | None = None
+DatasetKey = Annotated[
+    str,
+    Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9._/-]+$"),
+    AfterValidator(_dataset_key),
+]
 
 
 class RunRequest(_Strict):
-    """Body of `POST /run`."""
+    """Body of `POST /run`, the sandbox runtime's own contract minus what the server decides."""
 
     code: Annotated[str, Field(min_length=1, max_length=65_536)]
-    dataset: SafeDatasetName
-    limits: RunLimits = RunLimits()
+    dataset: DatasetKey | None = None
+    datasets: Annotated[list[DatasetKey], Field(max_length=MAX_DATASETS)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    max_output_bytes: Annotated[int, Field(gt=0)] | None = None
 
 
 class DatasetUploadRequest(_Strict):
-    """Body of `POST /datasets`."""
+    """Body of `POST /datasets`: the size is signed into the URL, so S3 refuses any other."""
 
-    name: SafeDatasetName
+    name: DatasetKey
+    size: Annotated[int, Field(gt=0)]
     content_type: Annotated[str, Field(max_length=100, pattern=r"^[\w.+-]+/[\w.+-]+$")] = (
         "application/octet-stream"
     )
