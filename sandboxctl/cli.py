@@ -8,6 +8,7 @@ an error is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -354,6 +355,8 @@ def cmd_demo(app: App) -> int:
 
     if not app.out.is_terminal:
         app.out.width = max(app.out.width, 120)  # CI logs: keep tables readable
+    # moto logs a warning per resource type it skips; the demo's own checks say what matters.
+    logging.getLogger("moto").setLevel(logging.ERROR)
     return run_demo(app.out, output_dir=app.args.output_dir)
 
 

@@ -25,7 +25,8 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from fleet import signing
+from fleet import models, signing
+from pydantic import BaseModel, ValidationError
 
 DEFAULT_STACK = "sandbox-fleet-dev"
 DEFAULT_REGION = "us-east-1"
@@ -59,7 +60,6 @@ USER_STATUSES = ("PROVISIONING", "READY", "FAILED", "DELETING", "DELETED")
 USER_FINAL = {"READY", "FAILED"}
 ROLLOUT_FINAL = {"COMPLETED", "HALTED", "SUPERSEDED"}
 # ECR's own tag rule.
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MAX_UID_CHARS = 128
 MAX_DATASET_NAME = 512
@@ -268,6 +268,17 @@ def docker_manifest(tag: str) -> str:
         "annotations": {"org.opencontainers.image.ref.name": tag},
     }
     return json.dumps(manifest, separators=(",", ":"))
+
+
+def checked_notice(model: type[BaseModel], notice: dict[str, Any]) -> dict[str, Any]:
+    """Validate with the webhook's own model, so a bad value fails here and nothing is sent."""
+    try:
+        model.model_validate(notice)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field_name = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"invalid {field_name}: {first['msg']}") from exc
+    return notice
 
 
 def webhook_event(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
@@ -546,15 +557,14 @@ class ControlPlane:
     def signup(self, uid: str, email: str | None = None) -> dict[str, Any]:
         """Report a new Firebase user, as the `before_user_created` function does."""
         validate_uid(uid)
-        if email is not None and not EMAIL.match(email):
-            raise UsageError(f"{email!r} is not an email address")
         notice = {
+            "type": "user.created",
             "uid": uid,
             "email": email,
             "event_id": str(uuid.uuid4()),
-            "created_at": now_iso(),
+            "created_at": models.iso_utc(datetime.now(UTC)),
         }
-        return self.call_webhook(notice)
+        return self.call_webhook(checked_notice(models.UserCreatedNotice, notice))
 
     def delete_user(self, uid: str) -> dict[str, Any]:
         """Report a Firebase user deletion to the same webhook."""
@@ -563,9 +573,9 @@ class ControlPlane:
             "type": "user.deleted",
             "uid": uid,
             "event_id": str(uuid.uuid4()),
-            "deleted_at": now_iso(),
+            "deleted_at": models.iso_utc(datetime.now(UTC)),
         }
-        return self.call_webhook(notice)
+        return self.call_webhook(checked_notice(models.UserDeletedNotice, notice))
 
     # operations --------------------------------------------------------------------------
     def upload(self, uid: str, path: Path, name: str | None = None) -> dict[str, Any]:

@@ -450,7 +450,10 @@ def test_signup_sends_a_signed_http_api_event(fake_lambda: Cloud) -> None:
     assert event["requestContext"]["http"]["method"] == "POST"
     assert event["rawPath"] == "/hooks/firebase" and event["version"] == "2.0"
     body = json.loads(event["body"])
-    assert set(body) == {"uid", "email", "event_id", "created_at"}
+    assert (
+        set(body) == {"type", "uid", "email", "event_id", "created_at"}
+        and body["type"] == "user.created"
+    )
     assert (body["uid"], body["email"]) == ("ålice/../x", "a@example.com")
     assert res.json()["status_code"] == 202
     assert SECRET not in res.out + res.err
@@ -469,6 +472,7 @@ def test_signup_reports_a_refusal(fake_lambda: Cloud) -> None:
 def test_signup_rejects_a_bad_email_before_sending(fake_lambda: Cloud) -> None:
     res = run_cli("signup", "eve", "--email", "not-an-email")
     assert res.code == 2 and fake_lambda.lambda_calls == []
+    assert res.err.startswith("sandboxctl: error: invalid email:")
 
 
 @pytest.mark.parametrize(("status", "code"), [("READY", 0), ("FAILED", 1)])
