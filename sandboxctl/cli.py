@@ -25,6 +25,7 @@ from sandboxctl.controlplane import (
     ControlPlane,
     SandboxctlError,
     UsageError,
+    console_url,
     describe_client_error,
     resolve_target,
     save_figures,
@@ -307,6 +308,11 @@ def cmd_rollouts(app: App) -> int:
         app.out.print(f"desired image: {desired.get('image_uri') or desired.get('image_digest')}")
     for line in render.rollout_failures(rollouts):
         app.out.print(f"failure {line}", markup=False)
+    if app.cp.target.on_aws:
+        for r in rollouts:
+            if r.get("execution_arn"):
+                url = console_url(app.cp.target.region, str(r["execution_arn"]))
+                app.out.print(f"{r['rollout_id']}: {url}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 

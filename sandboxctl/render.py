@@ -109,16 +109,24 @@ def rollouts_table(rollouts: Sequence[dict[str, Any]]) -> Table:
     return t
 
 
+def _failure_text(failure: Any) -> str:
+    if isinstance(failure, dict) and "reason" in failure:
+        where = failure.get("uid") or failure.get("stack_name") or "?"
+        wave = f" ({failure['wave']} wave)" if failure.get("wave") else ""
+        return f"{where}{wave}: {failure['reason']}"
+    return failure if isinstance(failure, str) else json.dumps(failure, default=str)
+
+
 def rollout_failures(rollouts: Sequence[dict[str, Any]]) -> list[str]:
-    """`<rollout>: <failure>` lines, so reasons are shown, not just counted."""
+    """`<rollout>: <who>: <reason>` lines, so reasons are shown, not just counted."""
     lines = []
     for r in rollouts:
+        reasons = r.get("halt_reasons") or []
+        for reason in reasons if isinstance(reasons, list) else [reasons]:
+            lines.append(f"{r.get('rollout_id')}: halted: {_failure_text(reason)}")
         failures = r.get("failures") or []
-        if isinstance(failures, dict):
-            failures = [f"{k}: {v}" for k, v in failures.items()]
         for f in failures if isinstance(failures, list) else [failures]:
-            text = f if isinstance(f, str) else json.dumps(f, default=str)
-            lines.append(f"{r.get('rollout_id')}: {text}")
+            lines.append(f"{r.get('rollout_id')}: {_failure_text(f)}")
     return lines
 
 

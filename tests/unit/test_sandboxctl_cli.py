@@ -546,13 +546,20 @@ def test_rollouts_newest_first_with_failures(cloud: Cloud) -> None:
             "previous_digest": "sha256:" + "1" * 64,
             "status": "HALTED",
             "started_at": "2026-11-26T09:00:00Z",
-            "failures": ["sbx-dev-x: UPDATE_ROLLBACK_COMPLETE (smoke run failed)"],
+            "failures": [{"uid": "x", "wave": "canary", "reason": "UPDATE_ROLLBACK_COMPLETE"}],
+            "halt_reasons": ["canary failure rate 100% > 20%"],
+            "execution_arn": "arn:aws:states:us-east-1:123456789012:execution:RolloutImage:r2",
         }
     )
     data = run_cli("rollouts", "--json").json()
     assert [(r["rollout_id"], r["status"]) for r in data] == [("r2", "HALTED"), ("r1", "COMPLETED")]
     text = run_cli("rollouts").out
-    assert "failure r2: sbx-dev-x: UPDATE_ROLLBACK_COMPLETE (smoke run failed)" in text
+    assert "failure r2: x (canary wave): UPDATE_ROLLBACK_COMPLETE" in text
+    assert "failure r2: halted: canary failure rate 100% > 20%" in text
+    assert (
+        "r2: https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/arn:aws:states:us-east-1:123456789012:execution:RolloutImage:r2"
+        in text
+    )
     assert "updated 3" in text
 
 
