@@ -98,6 +98,8 @@ PRELOAD = [
     "pyarrow.json",
     "matplotlib.dates",
     "matplotlib.ticker",
+    "importlib.metadata",
+    "pandas.plotting._matplotlib",
 ]
 RESULT_TYPES = {"none", "json", "dataframe", "series", "repr"}
 
@@ -450,6 +452,11 @@ def _warm_up() -> None:
         importlib.import_module(module)
     frame = pd.read_csv(io.BytesIO(b"a,b\n1,x\n2,y\n"), engine="pyarrow")
     frame.head(1).to_json(orient="split")
+    # Resolve the plotting backend and fonts once; the figure is closed before any fork.
+    import matplotlib.pyplot as plt
+
+    frame.plot(y="a").figure.savefig(io.BytesIO(), format="png")
+    plt.close("all")
 
 
 def main() -> int:
@@ -474,6 +481,9 @@ def main() -> int:
             message = recv_message(rfd)
         except ChannelClosed:
             return 0
+        if message.get("op") == "run":
+            # Acknowledge first: the handler may then safely retry a request that never arrived.
+            send_message(wfd, {"op": "accepted", "id": message.get("id")})
         try:
             reply = executor.handle(message)
         except Exception as exc:

@@ -36,6 +36,10 @@ class ExecutorStartError(RuntimeError):
     """The executor process could not be started or did not report ready."""
 
 
+class ExecutorGone(ChannelClosed):
+    """The executor was already dead when a request was sent; the request never ran."""
+
+
 class LambdaContextLike(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
@@ -94,9 +98,16 @@ class ExecutorHandle:
         return self.process.poll() is None
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Send one run; ExecutorGone means it never started, so it is safe to retry."""
         self._next_id += 1
         message = dict(message, id=self._next_id)
-        send_message(self._wfd, message)
+        try:
+            send_message(self._wfd, message)
+            accepted = recv_message(self._rfd, deadline)
+        except ChannelClosed as exc:
+            raise ExecutorGone(str(exc)) from exc
+        if accepted.get("op") != "accepted" or accepted.get("id") != self._next_id:
+            raise ChannelClosed("the executor answered out of turn")
         reply = recv_message(self._rfd, deadline)
         if reply.get("id") != self._next_id:
             raise ChannelClosed("the executor answered a different request")
@@ -208,14 +219,18 @@ class Runtime:
             "deadline": deadline,
             "scratch_root": str(self.config.scratch_root),
         }
-        executor = self._ensure_executor()
         reply_deadline = (
             deadline + self.config.deadline_margin_s / 2
             if deadline is not None
             else time.monotonic() + request.limits.timeout_s + self.config.executor_start_timeout_s
         )
         try:
-            reply = executor.request(message, reply_deadline)
+            try:
+                reply = self._ensure_executor().request(message, reply_deadline)
+            except ExecutorGone:
+                self.log.warning("sandbox executor was gone before the run; restarting it")
+                self._discard_executor()
+                reply = self._ensure_executor().request(message, reply_deadline)
         except ChannelTimeout:
             self.log.warning("sandbox executor did not answer in time; restarting it")
             self._discard_executor()
