@@ -1,0 +1,352 @@
+"""ProvisionUser and DeprovisionUser: wiring checks, and the branches moto runs as AWS does.
+
+The CreateStack wait loop needs the local cloud's definite-JSONPath fix; those branches are
+covered by tests/integration/test_control_plane.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from fleet import naming
+from moto import mock_aws
+
+from tests.unit import sfn_harness
+from tests.unit.control_plane_helpers import capture_bus, create_registry_table, drain, sample_event
+
+TABLE, BUS, BUCKET, STAGE = "registry", "bus", "data", "dev"
+VALUES = {
+    "RegistryTableName": TABLE,
+    "EventBusName": BUS,
+    "CloudFormationRoleArn": "arn:aws:iam::123456789012:role/cfn-service",
+    "UserTemplateUrl": "https://templates.s3.us-east-1.amazonaws.com/templates/user-sandbox.yaml",
+    "Stage": STAGE,
+    "DataBucketName": BUCKET,
+    "PermissionsBoundaryArn": "arn:aws:iam::123456789012:policy/boundary",
+    "SandboxMemoryMb": "1024",
+    "SandboxTimeoutSeconds": "60",
+    "SandboxEphemeralStorageMb": "512",
+    "SandboxReservedConcurrency": "0",
+    "SubnetIds": "",
+    "SecurityGroupIds": "",
+    "S3VpcEndpointId": "",
+    "DeletedUserData": "retain",
+}
+MACHINES = {
+    "provision_user": "ProvisionUserStateMachine",
+    "deprovision_user": "DeprovisionUserStateMachine",
+}
+THROTTLING = {
+    "dynamodb": "DynamoDB.ThrottlingException",
+    "aws-sdk:cloudformation": "CloudFormation.CloudFormationException",
+    "aws-sdk:lambda": "Lambda.TooManyRequestsException",
+    "events": "EventBridge.EventBridgeException",
+    "aws-sdk:s3": "S3.S3Exception",
+}
+
+
+# ------------------------------------------------------------------ wiring (no execution)
+def all_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        yield name, state
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if processor:
+            yield from all_states(processor["States"])
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_every_placeholder_is_substituted_by_the_template_and_none_is_unused(name: str) -> None:
+    resource = sfn_harness.template()["Resources"][MACHINES[name]]["Properties"]
+    assert resource["DefinitionUri"] == f"statemachines/{name}.asl.json"
+    assert sfn_harness.placeholders(sfn_harness.definition(name)) == set(
+        resource["DefinitionSubstitutions"]
+    )
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_no_arn_or_account_is_typed_into_the_asl(name: str) -> None:
+    text = sfn_harness.definition(name)
+    assert "123456789012" not in text
+    assert "arn:aws:iam" not in text and "arn:aws:s3" not in text
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_every_aws_call_retries_throttling_with_full_jitter(name: str) -> None:
+    states = json.loads(sfn_harness.definition(name))["States"]
+    for state_name, state in all_states(states):
+        resource = state.get("Resource", "")
+        if state["Type"] != "Task":
+            continue
+        service = next(k for k in THROTTLING if resource.startswith(f"arn:aws:states:::{k}"))
+        retriers = [r for r in state.get("Retry", []) if THROTTLING[service] in r["ErrorEquals"]]
+        assert retriers, f"{state_name} does not retry {THROTTLING[service]}"
+        assert all(r["JitterStrategy"] == "FULL" and r["BackoffRate"] > 1 for r in retriers)
+
+
+def test_create_stack_is_idempotent_tagged_and_limited_to_the_iam_allowed_types() -> None:
+    states = json.loads(sfn_harness.definition("provision_user"))["States"]
+    create = states["Create user stack"]
+    params = create["Parameters"]
+    assert params["ClientRequestToken.$"]
+    assert params["RoleARN"] == "${CloudFormationRoleArn}"
+    assert {t["Key"] for t in params["Tags"]} >= {
+        "sandbox-fleet:user-digest",
+        "sandbox-fleet:stage",
+    }
+    assert create["Catch"][0]["Next"] == "Find existing stack"
+    assert create["Catch"][0]["ErrorEquals"] == ["CloudFormation.AlreadyExistsException"]
+    policy = sfn_harness.template()["Resources"]["ProvisionUserStateMachine"]["Properties"]
+    [statement] = [
+        s for s in policy["Policies"][0]["Statement"] if s.get("Sid") == "CreateOnlySandboxStacks"
+    ]
+    allowed = statement["Condition"]["ForAllValues:StringEquals"]["cloudformation:ResourceTypes"]
+    assert sorted(params["ResourceTypes"]) == sorted(allowed)
+    user_template = sfn_harness.template("templates/user-sandbox.yaml")
+    used = {r["Type"] for r in user_template["Resources"].values()}
+    assert used <= set(allowed)
+    declared = set(user_template["Parameters"])
+    passed = {p["ParameterKey"] for p in params["Parameters"]}
+    required = {k for k, v in user_template["Parameters"].items() if "Default" not in v}
+    assert required <= passed <= declared
+
+
+def test_wait_loops_have_a_deadline_and_capped_backoff() -> None:
+    states = json.loads(sfn_harness.definition("provision_user"))["States"]
+    for choice in ("Stack created?", "Stack deleted?"):
+        deadlines = [c for c in states[choice]["Choices"] if "NumericGreaterThanEquals" in c]
+        assert deadlines and deadlines[0]["Variable"] == "$.poll.elapsed_seconds"
+    assert states["Wait creation"]["SecondsPath"] == "$.poll.wait_seconds"
+    assert states["Cap backoff creation"]["Choices"][0]["NumericGreaterThan"] == 60
+
+
+# ------------------------------------------------------------------ executions in moto
+@dataclass
+class Cloud:
+    sfn: Any
+    dynamodb: Any
+    s3: Any
+    sqs: Any
+    queue: str
+    cloudformation: Any
+    machines: dict[str, str]
+
+    def emitted(self) -> list[dict[str, Any]]:
+        return drain(self.sqs, self.queue)
+
+    def user(self, uid: str) -> dict[str, Any] | None:
+        item = self.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"USER#{uid}"}}).get("Item")
+        if item is None:
+            return None
+        return {k: next(iter(v.values())) for k, v in item.items()}
+
+    def put_user(self, uid: str, **attributes: Any) -> None:
+        item: dict[str, dict[str, Any]] = {"pk": {"S": f"USER#{uid}"}, "uid": {"S": uid}}
+        for key, value in attributes.items():
+            item[key] = {"BOOL": value} if isinstance(value, bool) else {"S": str(value)}
+        self.dynamodb.put_item(TableName=TABLE, Item=item)
+
+
+@pytest.fixture
+def cloud() -> Iterator[Cloud]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        dynamodb = boto3.client("dynamodb")
+        create_registry_table(dynamodb, TABLE)
+        sqs = boto3.client("sqs")
+        queue = capture_bus(boto3.client("events"), sqs, BUS)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        sfn = boto3.client("stepfunctions")
+        machines = {}
+        for name in MACHINES:
+            machines[name] = sfn_harness.create(sfn, name, VALUES)
+        for mode in ("delete",):
+            machines[f"deprovision_{mode}"] = str(
+                sfn.create_state_machine(
+                    name=f"deprovision-{mode}",
+                    definition=sfn_harness.substitute(
+                        sfn_harness.definition("deprovision_user"),
+                        VALUES | {"DeletedUserData": mode},
+                    ),
+                    roleArn=sfn_harness.ROLE,
+                )["stateMachineArn"]
+            )
+        yield Cloud(sfn, dynamodb, s3, sqs, queue, boto3.client("cloudformation"), machines)
+
+
+def signup(uid: str, created_at: str = "2026-01-31T12:00:00.000Z", email: Any = "u@example.com"):
+    event = sample_event("user_signed_up.json")
+    event["detail"] = {
+        "uid": uid,
+        "user_digest": naming.user_digest(uid),
+        "email": email,
+        "event_id": f"evt-{naming.user_digest(uid)}",
+        "created_at": created_at,
+    }
+    return event
+
+
+def deletion(uid: str, deleted_at: str = "2026-02-01T09:30:00.000Z") -> dict[str, Any]:
+    event = sample_event("user_deleted.json")
+    event["detail"] = {
+        "uid": uid,
+        "user_digest": naming.user_digest(uid),
+        "event_id": f"del-{naming.user_digest(uid)}",
+        "deleted_at": deleted_at,
+    }
+    return event
+
+
+def test_signup_without_a_published_image_ends_failed_with_reason_and_event(cloud: Cloud) -> None:
+    result = sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], signup("alice"), "e1")
+
+    assert result["status"] == "FAILED"
+    assert result["error"] == "UserSandboxFailed"
+    user = cloud.user("alice")
+    assert user is not None
+    assert user["status"] == "FAILED"
+    assert user["last_error"].startswith("NoDesiredImage")
+    assert user["stack_name"] == f"sbx-dev-{naming.user_digest('alice')}"
+    assert user["claimed_by"] == result["executionArn"]
+    [event] = cloud.emitted()
+    assert event["detail-type"] == "UserSandboxFailed"
+    assert event["detail"]["reason"] == user["last_error"]
+
+
+def test_duplicate_signup_for_a_ready_user_changes_nothing(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="READY", function_arn="arn:fn", claimed_by="first")
+    before = cloud.user("alice")
+
+    result = sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], signup("alice"), "dup")
+
+    assert result["status"] == "SUCCEEDED"
+    assert cloud.user("alice") == before
+    assert cloud.emitted() == []
+
+
+def test_concurrent_signup_while_another_execution_provisions_ends_cleanly(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="PROVISIONING", claimed_by="other-execution")
+    result = sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], signup("alice"), "c")
+    assert result["status"] == "SUCCEEDED"
+    assert cloud.user("alice")["claimed_by"] == "other-execution"  # type: ignore[index]
+
+
+def test_a_failed_user_is_claimed_again_and_keeps_its_canary_flag(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="FAILED", claimed_by="old", last_error="boom", canary=True)
+    result = sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], signup("alice"), "r")
+    user = cloud.user("alice")
+    assert user is not None
+    assert user["claimed_by"] == result["executionArn"]
+    assert user["canary"] is True
+
+
+def test_a_signup_older_than_the_deletion_does_not_resurrect_the_user(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="DELETED", deleted_at="2026-02-01T09:30:00.000Z")
+    event = signup("alice", created_at="2026-01-31T12:00:00.000Z")
+    result = sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], event, "late")
+    assert result["status"] == "SUCCEEDED"
+    assert cloud.user("alice")["status"] == "DELETED"  # type: ignore[index]
+    assert cloud.emitted() == []
+
+
+def test_a_signup_newer_than_the_deletion_claims_the_user_again(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="DELETED", deleted_at="2026-02-01T09:30:00.000Z")
+    event = signup("alice", created_at="2026-03-01T00:00:00.000Z")
+    result = sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], event, "again")
+    assert cloud.user("alice")["claimed_by"] == result["executionArn"]  # type: ignore[index]
+
+
+def test_a_user_without_email_is_registered_with_a_null_email(cloud: Cloud) -> None:
+    sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], signup("bob", email=None), "n")
+    item = cloud.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "USER#bob"}})["Item"]
+    assert item["email"] == {"NULL": True}
+
+
+def put_data(cloud: Cloud, uid: str, count: int) -> list[str]:
+    keys = [f"{naming.user_prefix(naming.user_digest(uid))}file{i}.csv" for i in range(count)]
+    for key in keys:
+        cloud.s3.put_object(Bucket=BUCKET, Key=key, Body=b"a,b\n1,2\n")
+    return keys
+
+
+def tags(cloud: Cloud, key: str) -> dict[str, str]:
+    tag_set = cloud.s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
+    return {t["Key"]: t["Value"] for t in tag_set}
+
+
+def test_deletion_tombstones_tags_only_that_users_data_and_announces_it(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="READY", created_at="2026-01-31T12:00:00.000Z", canary=False)
+    mine, theirs = put_data(cloud, "alice", 3), put_data(cloud, "Alice", 2)
+
+    result = sfn_harness.run(cloud.sfn, cloud.machines["deprovision_user"], deletion("alice"), "d")
+
+    assert result["status"] == "SUCCEEDED"
+    user = cloud.user("alice")
+    assert user is not None
+    assert (user["status"], user["deleted_at"]) == ("DELETED", "2026-02-01T09:30:00.000Z")
+    assert "function_arn" not in user
+    assert all(tags(cloud, k) == {"sandbox-fleet:deleted-user": "true"} for k in mine)
+    assert all(tags(cloud, k) == {} for k in theirs)
+    [event] = cloud.emitted()
+    assert event["detail-type"] == "UserSandboxDeleted"
+    assert event["detail"]["data_handling"] == "retain"
+
+
+def test_deletion_in_delete_mode_removes_that_users_data_only(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="READY", created_at="2026-01-31T12:00:00.000Z")
+    put_data(cloud, "alice", 3)
+    theirs = put_data(cloud, "bob", 1)
+    result = sfn_harness.run(
+        cloud.sfn, cloud.machines["deprovision_delete"], deletion("alice"), "x"
+    )
+    assert result["status"] == "SUCCEEDED"
+    remaining = [o["Key"] for o in cloud.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert remaining == theirs
+
+
+def test_deletion_removes_the_users_stack(cloud: Cloud) -> None:
+    name = naming.stack_name(STAGE, naming.user_digest("alice"))
+    body = {"Resources": {"Logs": {"Type": "AWS::Logs::LogGroup", "Properties": {}}}}
+    cloud.cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(body))
+    cloud.put_user("alice", status="READY", created_at="2026-01-31T12:00:00.000Z")
+    put_data(cloud, "alice", 1)
+
+    result = sfn_harness.run(cloud.sfn, cloud.machines["deprovision_user"], deletion("alice"), "s")
+
+    assert result["status"] == "SUCCEEDED"
+    live = [
+        s["StackName"]
+        for s in cloud.cloudformation.list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    assert name not in live
+
+
+def test_a_deletion_older_than_the_current_signup_changes_nothing(cloud: Cloud) -> None:
+    cloud.put_user("alice", status="READY", created_at="2026-03-01T00:00:00.000Z")
+    keys = put_data(cloud, "alice", 1)
+    before = cloud.user("alice")
+
+    result = sfn_harness.run(cloud.sfn, cloud.machines["deprovision_user"], deletion("alice"), "o")
+
+    assert result["status"] == "SUCCEEDED"
+    assert cloud.user("alice") == before
+    assert tags(cloud, keys[0]) == {}
+    assert cloud.emitted() == []
+
+
+def test_deleting_an_unknown_user_leaves_a_tombstone_that_blocks_an_older_signup(
+    cloud: Cloud,
+) -> None:
+    # Data uploaded before the stack ever existed. (An empty prefix needs the local cloud:
+    # moto's listObjectsV2 ItemReader fails on a listing without Contents.)
+    put_data(cloud, "ghost", 1)
+    sfn_harness.run(cloud.sfn, cloud.machines["deprovision_user"], deletion("ghost"), "g")
+    assert cloud.user("ghost")["status"] == "DELETED"  # type: ignore[index]
+    late = signup("ghost", created_at="2026-01-01T00:00:00.000Z")
+    sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], late, "late-signup")
+    assert cloud.user("ghost")["status"] == "DELETED"  # type: ignore[index]
