@@ -79,6 +79,10 @@ class ChildPlan:
     stderr_fd: int
     result_fd: int
     drop_to: tuple[int, int] | None
+    # Tasks the run uid already has (RLIMIT_NPROC counts them) and the executor's address
+    # space size (RLIMIT_AS counts it), measured by the executor before fork.
+    task_baseline: int
+    vm_size: int
 
 
 _fork_attempted = False
@@ -121,7 +125,7 @@ def _lock_down(plan: ChildPlan) -> None:
     _set_limit(resource.RLIMIT_FSIZE, limits["max_file_bytes"])
     _set_limit(resource.RLIMIT_NOFILE, limits["max_open_files"])
     # The fork shares the executor's address space; the budget comes on top of it.
-    _set_limit(resource.RLIMIT_AS, osutil.vm_size_bytes() + limits["memory_mb"] * 1024 * 1024)
+    _set_limit(resource.RLIMIT_AS, plan.vm_size + limits["memory_mb"] * 1024 * 1024)
 
     os.chdir(plan.scratch)
     if plan.drop_to is not None:
@@ -131,8 +135,7 @@ def _lock_down(plan: ChildPlan) -> None:
         os.setuid(uid)
     osutil.set_no_new_privs()
     # RLIMIT_NPROC counts every task of the uid, so budget on top of what already runs.
-    uid = os.getuid()
-    _set_limit(resource.RLIMIT_NPROC, osutil.count_tasks_of_uid(uid) + limits["max_procs"])
+    _set_limit(resource.RLIMIT_NPROC, plan.task_baseline + limits["max_procs"])
 
     os.environ.clear()
     os.environ.update(

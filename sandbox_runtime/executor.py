@@ -31,7 +31,7 @@ import pandas as pd
 from sandbox_runtime import osutil
 from sandbox_runtime.child import ChildPlan, run_child
 from sandbox_runtime.envelope import OutputCapture, error_info, make_envelope
-from sandbox_runtime.protocol import ChannelClosed, recv_message, send_message
+from sandbox_runtime.protocol import ACK, ChannelClosed, recv_message, send_message
 
 CHILD_STATUSES = {"ok", "error", "memory", "limit"}
 # Imported once here so every run gets them copy-on-write instead of paying the import. It
@@ -229,7 +229,29 @@ class Executor:
     def __init__(self, sandbox_uid: int, sandbox_gid: int, frame_cache_entries: int) -> None:
         self.pid = os.getpid()
         self.drop_to = (sandbox_uid, sandbox_gid) if os.geteuid() == 0 else None
+        self.run_uid = self.drop_to[0] if self.drop_to else os.getuid()
         self.frames = FrameCache(frame_cache_entries)
+        self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
+        self._baseline_at = time.monotonic()
+        self._parsed = False
+
+    def housekeeping(self) -> None:
+        """Work kept off the request path: runs after a reply is sent, before the next request.
+
+        After a parse, hand freed parser memory back to the OS (a smaller resident set makes
+        every later fork cheaper). Recount the tasks of the run uid that RLIMIT_NPROC is set on
+        top of, since the parser's thread pool or the handler may have started threads.
+        """
+        if self._parsed:
+            osutil.release_free_memory()
+            self._parsed = False
+            self._recount()
+        elif time.monotonic() - self._baseline_at > 5:
+            self._recount()
+
+    def _recount(self) -> None:
+        self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
+        self._baseline_at = time.monotonic()
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
@@ -247,6 +269,7 @@ class Executor:
                 )
                 frames[item["name"]] = frame
                 hits.append(hit)
+                self._parsed = self._parsed or not hit
         except DatasetParseError as exc:
             envelope = make_envelope("error", error=error_info("DatasetError", str(exc)[:4000]))
             return {"op": "result", "envelope": envelope, "parse_ms": 0.0, "cache": "miss"}
@@ -284,8 +307,19 @@ class Executor:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
-        plan = ChildPlan(code, frames, primary, limits, scratch, out_w, err_w, res_w, self.drop_to)
-        gc.collect()
+        plan = ChildPlan(
+            code,
+            frames,
+            primary,
+            limits,
+            scratch,
+            out_w,
+            err_w,
+            res_w,
+            self.drop_to,
+            task_baseline=self.task_baseline,
+            vm_size=osutil.vm_size_bytes(),
+        )
         gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
         started = time.monotonic()
         pid = os.fork()
@@ -459,7 +493,9 @@ def _warm_up() -> None:
     plt.close("all")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    ack_fd = int(args[args.index("--ack-fd") + 1]) if "--ack-fd" in args else None
     # Move the channel off fds 0/1 so a stray print can never corrupt it.
     rfd, wfd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -481,9 +517,10 @@ def main() -> int:
             message = recv_message(rfd)
         except ChannelClosed:
             return 0
-        if message.get("op") == "run":
-            # Acknowledge first: the handler may then safely retry a request that never arrived.
-            send_message(wfd, {"op": "accepted", "id": message.get("id")})
+        if message.get("op") == "run" and ack_fd is not None:
+            # Acknowledge on a side pipe the handler reads only if we die: it then knows
+            # whether the request ever started, without an extra wake-up per run.
+            os.write(ack_fd, ACK.pack(int(message.get("id") or 0)))
         try:
             reply = executor.handle(message)
         except Exception as exc:
@@ -496,6 +533,7 @@ def main() -> int:
             send_message(wfd, reply)
         except ChannelClosed:
             return 0
+        executor.housekeeping()
 
 
 if __name__ == "__main__":

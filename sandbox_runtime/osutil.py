@@ -106,3 +106,10 @@ def vm_size_bytes() -> int:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
     raise ProcessControlError("VmSize missing from /proc/self/status")
+
+
+def release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc malloc_trim); a no-op on other C libraries."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

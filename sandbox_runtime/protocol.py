@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 HEADER = struct.Struct(">I")
+ACK = struct.Struct(">Q")  # request id, written by the executor when it starts a request
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 

@@ -23,7 +23,7 @@ import sandbox_runtime
 from sandbox_runtime import osutil
 from sandbox_runtime.config import RuntimeConfig
 from sandbox_runtime.envelope import error_info, fit_envelope, make_envelope
-from sandbox_runtime.protocol import ChannelClosed, ChannelTimeout, recv_message, send_message
+from sandbox_runtime.protocol import ACK, ChannelClosed, ChannelTimeout, recv_message, send_message
 from sandbox_runtime.request import RequestRejected, parse_request
 from sandbox_runtime.sources import LocalObject, ObjectSource
 
@@ -72,14 +72,20 @@ class ExecutorHandle:
     """One running executor process and its channel."""
 
     def __init__(self, config: RuntimeConfig) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_runtime.executor"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=executor_environment(config),
-            close_fds=True,
-            cwd="/",
-        )
+        self._ack_r, ack_w = os.pipe()
+        os.set_blocking(self._ack_r, False)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sandbox_runtime.executor", "--ack-fd", str(ack_w)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=executor_environment(config),
+                close_fds=True,
+                pass_fds=(ack_w,),
+                cwd="/",
+            )
+        finally:
+            os.close(ack_w)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._wfd = self.process.stdin.fileno()
         self._rfd = self.process.stdout.fileno()
@@ -101,17 +107,30 @@ class ExecutorHandle:
         """Send one run; ExecutorGone means it never started, so it is safe to retry."""
         self._next_id += 1
         message = dict(message, id=self._next_id)
+        self._drain_acks()
         try:
             send_message(self._wfd, message)
-            accepted = recv_message(self._rfd, deadline)
+            reply = recv_message(self._rfd, deadline)
         except ChannelClosed as exc:
-            raise ExecutorGone(str(exc)) from exc
-        if accepted.get("op") != "accepted" or accepted.get("id") != self._next_id:
-            raise ChannelClosed("the executor answered out of turn")
-        reply = recv_message(self._rfd, deadline)
+            if self._next_id not in self._drain_acks():
+                raise ExecutorGone(str(exc)) from exc
+            raise
         if reply.get("id") != self._next_id:
             raise ChannelClosed("the executor answered a different request")
         return reply
+
+    def _drain_acks(self) -> list[int]:
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self._ack_r, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        usable = len(data) - len(data) % ACK.size
+        return [ACK.unpack_from(data, at)[0] for at in range(0, usable, ACK.size)]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -124,6 +143,8 @@ class ExecutorHandle:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        with contextlib.suppress(OSError):
+            os.close(self._ack_r)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
