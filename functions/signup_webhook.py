@@ -1,8 +1,9 @@
 """POST /hooks/firebase: signed Firebase signup/deletion notices -> UserSignedUp/UserDeleted.
 
 Every check runs before anything is written or emitted: size (413), signature and timestamp
-(401), JSON (400), schema (422), Firebase existence when configured (422). Only an accepted
-notice reaches the idempotency table and the bus, once per `event_id`.
+(401), JSON (400), schema (422), and for deletions, when a Firebase service account is
+configured, that Firebase no longer has the user (422). Only an accepted notice reaches the
+idempotency table and the bus, once per `event_id`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from fleet.errors import (
     EmitFailed,
     FirebaseUnavailable,
     FirebaseUserStillExists,
-    UnknownFirebaseUser,
 )
 from fleet.firebase_users import FirebaseUserDirectory
 from fleet.models import (
@@ -179,8 +179,8 @@ def handle(
         return response(422, {"message": "invalid notice", "errors": problems})
 
     try:
-        check_firebase(notice, deps.user_directory())
-    except (UnknownFirebaseUser, FirebaseUserStillExists) as error:
+        check_firebase(notice, deps.user_directory)
+    except FirebaseUserStillExists as error:
         logger.warning("notice contradicts Firebase", extra={"reason": type(error).__name__})
         return response(422, {"message": str(error)})
     except FirebaseUnavailable:
@@ -229,16 +229,20 @@ def handle(
 
 
 def check_firebase(
-    notice: UserCreatedNotice | UserDeletedNotice, directory: UserDirectory | None
+    notice: UserCreatedNotice | UserDeletedNotice, directory: Callable[[], UserDirectory | None]
 ) -> None:
-    """A created user must exist in Firebase, a deleted one must not (when a directory is set)."""
-    if directory is None:
-        logger.info("no Firebase service account configured: UID existence not checked")
+    """A deletion is refused while Firebase still has the user (when a directory is configured).
+
+    Signups are not checked here: the Firebase function runs before Firebase saves the user,
+    so ProvisionUser's "Confirm Firebase user" step checks them a moment later.
+    """
+    if isinstance(notice, UserCreatedNotice):
         return
-    exists = directory.exists(notice.uid)
-    if isinstance(notice, UserCreatedNotice) and not exists:
-        raise UnknownFirebaseUser("this uid is not a Firebase user")
-    if isinstance(notice, UserDeletedNotice) and exists:
+    users = directory()
+    if users is None:
+        logger.info("no Firebase service account configured: deletion not checked with Firebase")
+        return
+    if users.exists(notice.uid):
         raise FirebaseUserStillExists("this uid still exists in Firebase")
 
 

@@ -36,6 +36,7 @@ VALUES = {
     "SecurityGroupIds": "",
     "S3VpcEndpointId": "",
     "DeletedUserData": "retain",
+    "ConfirmUserFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:confirm-user",
 }
 MACHINES = {
     "provision_user": "ProvisionUserStateMachine",
@@ -45,6 +46,7 @@ THROTTLING = {
     "dynamodb": "DynamoDB.ThrottlingException",
     "aws-sdk:cloudformation": "CloudFormation.CloudFormationException",
     "aws-sdk:lambda": "Lambda.TooManyRequestsException",
+    "lambda:invoke": "Lambda.TooManyRequestsException",
     "events": "EventBridge.EventBridgeException",
     "aws-sdk:s3": "S3.S3Exception",
 }
@@ -350,3 +352,17 @@ def test_deleting_an_unknown_user_leaves_a_tombstone_that_blocks_an_older_signup
     late = signup("ghost", created_at="2026-01-01T00:00:00.000Z")
     sfn_harness.run(cloud.sfn, cloud.machines["provision_user"], late, "late-signup")
     assert cloud.user("ghost")["status"] == "DELETED"  # type: ignore[index]
+
+
+def test_unconfirmed_firebase_users_are_retried_for_minutes_then_recorded_failed() -> None:
+    states = json.loads(sfn_harness.definition("provision_user"))["States"]
+    confirm = states["Confirm Firebase user"]
+    [retry] = [r for r in confirm["Retry"] if "FirebaseUserNotFound" in r["ErrorEquals"]]
+    waited = sum(
+        min(retry["IntervalSeconds"] * retry["BackoffRate"] ** i, retry["MaxDelaySeconds"])
+        for i in range(retry["MaxAttempts"])
+    )
+    assert waited >= 120  # Firebase saves the user right after the blocking function returns
+    assert states[confirm["Catch"][0]["Next"]]["Next"] == "Record FAILED"
+    assert states["Use desired image"]["Next"] == "Confirm Firebase user"
+    assert confirm["Next"] == "Start attempt"

@@ -247,17 +247,26 @@ def test_reusing_an_event_id_for_another_user_gets_409(world: World) -> None:
     assert [e["detail"]["uid"] for e in world.emitted()] == ["alice"]
 
 
-def test_unknown_firebase_user_is_rejected_without_trace(world: World) -> None:
+def test_signups_are_not_checked_against_firebase_here(world: World) -> None:
+    # The blocking Firebase function reports the user before Firebase saves it; ProvisionUser
+    # confirms the user a moment later (confirm_user.py).
+    directory = FakeDirectory(set())
+    world.deps.user_directory = lambda: directory
+    assert call(world, signed(notice(uid="alice")))[0] == 202
+    assert directory.asked == 0
+
+
+def test_deletion_of_a_user_firebase_no_longer_has_is_accepted(world: World) -> None:
     directory = FakeDirectory({"bob"})
     world.deps.user_directory = lambda: directory
-    assert call(world, signed(notice(uid="alice")))[0] == 422
+    body = {
+        "type": "user.deleted",
+        "uid": "alice",
+        "event_id": "d",
+        "deleted_at": "2026-02-01T00:00:00Z",
+    }
+    assert call(world, signed(body))[0] == 202
     assert directory.asked == 1
-    assert_no_trace(world)
-
-
-def test_known_firebase_user_is_accepted(world: World) -> None:
-    world.deps.user_directory = lambda: FakeDirectory({"alice"})
-    assert call(world, signed(notice(uid="alice")))[0] == 202
 
 
 def test_deletion_of_a_user_firebase_still_has_is_rejected(world: World) -> None:
@@ -273,11 +282,17 @@ def test_deletion_of_a_user_firebase_still_has_is_rejected(world: World) -> None
 
 
 def test_firebase_unavailable_gets_503_and_a_retry_succeeds(world: World) -> None:
-    world.deps.user_directory = lambda: FakeDirectory({"alice"}, unavailable=True)
-    assert call(world, signed(notice()))[0] == 503
+    body = {
+        "type": "user.deleted",
+        "uid": "alice",
+        "event_id": "d",
+        "deleted_at": "2026-02-01T00:00:00Z",
+    }
+    world.deps.user_directory = lambda: FakeDirectory(set(), unavailable=True)
+    assert call(world, signed(body))[0] == 503
     assert_no_trace(world)
-    world.deps.user_directory = lambda: FakeDirectory({"alice"})
-    assert call(world, signed(notice()))[0] == 202
+    world.deps.user_directory = lambda: FakeDirectory(set())
+    assert call(world, signed(body))[0] == 202
 
 
 def test_eventbridge_failure_gets_503_and_the_retry_still_emits(world: World) -> None:
