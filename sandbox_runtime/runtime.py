@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ from sandbox_runtime.sources import LocalObject, ObjectSource
 
 # Variables the executor may inherit. Everything else (AWS_* credentials, AWS_LAMBDA_RUNTIME_API,
 # _X_AMZN_TRACE_ID, ...) is dropped: an allow-list cannot miss a new secret.
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "MPLCONFIGDIR", "PYTHONPATH")
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PYTHONPATH")
 
 
 class ExecutorStartError(RuntimeError):
@@ -53,6 +54,13 @@ def executor_environment(
     package_root = str(Path(sandbox_runtime.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    seed = base.get("MPLCONFIGDIR")
+    if seed and Path(seed).is_dir():
+        # The image ships a read-only font cache; matplotlib wants a writable copy.
+        target = Path(config.work_dir) / "matplotlib"
+        if not target.exists():
+            shutil.copytree(seed, target)
+        env["MPLCONFIGDIR"] = str(target)
     env.update(
         {
             "MPLBACKEND": "Agg",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from sandbox_runtime.config import ConfigError, RuntimeConfig
 from sandbox_runtime.request import RequestRejected, parse_request, validate_dataset_name
+from sandbox_runtime.runtime import executor_environment
 
 CONFIG = RuntimeConfig(max_timeout_s=60, max_output_bytes=1000, default_output_bytes=100)
 
@@ -109,3 +111,27 @@ def test_server_caps_come_from_the_environment() -> None:
         RuntimeConfig.from_env({"SANDBOX_MEMORY_MB": "lots"})
     with pytest.raises(ConfigError, match="6 MB"):
         RuntimeConfig(max_envelope_bytes=7_000_000)
+
+
+def test_the_executor_environment_is_an_allow_list(tmp_path: Path) -> None:
+    seed = tmp_path / "mpl-seed"
+    seed.mkdir()
+    (seed / "fontlist.json").write_text("{}")
+    handler_env = {
+        "PATH": "/usr/bin",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SESSION_TOKEN": "token",
+        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/creds",
+        "_X_AMZN_TRACE_ID": "Root=1-abc",
+        "DATA_BUCKET": "bucket",
+        "MPLCONFIGDIR": str(seed),
+    }
+    env = executor_environment(RuntimeConfig(work_dir=str(tmp_path / "work")), handler_env)
+
+    assert not {name for name in env if name.startswith(("AWS", "_X_AMZN", "DATA_"))}
+    assert "secret" not in env.values() and "token" not in env.values()
+    assert env["PATH"] == "/usr/bin"
+    assert env["MPLCONFIGDIR"] == str(tmp_path / "work" / "matplotlib")
+    assert (tmp_path / "work" / "matplotlib" / "fontlist.json").exists()
