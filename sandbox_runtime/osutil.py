@@ -48,8 +48,30 @@ def set_no_new_privs() -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
+_HAS_CHILDREN_FILE = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    """Fallback for kernels without CONFIG_PROC_CHILDREN: match the ppid of every process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                # The command name may contain spaces and parentheses: parse after the last ')'.
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(int(entry))
+    return found
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of `pid` (all threads), read from /proc; empty if it is gone."""
+    if not _HAS_CHILDREN_FILE:
+        return _children_by_scan(pid)
     found: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
