@@ -123,6 +123,8 @@ class LocalCloud:
         self.endpoint = f"http://127.0.0.1:{port}"
         # The Step Functions interpreter calls http://localhost:$MOTO_PORT for service tasks.
         os.environ["MOTO_PORT"] = str(port)
+        # As on AWS, an image function needs its image in ECR; CodeSha256 is the image digest.
+        os.environ["MOTO_LAMBDA_STUB_ECR"] = "false"
         from sandboxctl.localcloud.fixes import lambda_exec
 
         lambda_exec.configure(
@@ -206,6 +208,9 @@ class LocalCloud:
                 StackName=self.stack_name
             )
             for r in page["StackResourceSummaries"]
+            # moto lists resources it did not create (false conditions, unsupported types)
+            # with empty fields; AWS lists only what the stack holds.
+            if r.get("LogicalResourceId")
         ]
         self._upload_user_template(s3)
 

@@ -175,8 +175,12 @@ class HttpApi(CloudFormationModel):
         _backend(account_id, region_name).delete_api(self.api.api_id)
 
 
-class _ApiChild(CloudFormationModel):
-    """A resource that lives inside an HTTP API (its id is the child's own id)."""
+class _ApiChild:
+    """A resource that lives inside an HTTP API (its id is the child's own id).
+
+    Each concrete model also lists CloudFormationModel as a direct base: moto finds models
+    through ``CloudFormationModel.__subclasses__()``, which sees direct subclasses only.
+    """
 
     def __init__(self, api_id: str, child_id: str) -> None:
         self.api_id = api_id
@@ -198,7 +202,7 @@ class _ApiChild(CloudFormationModel):
         return self.child_id
 
 
-class HttpApiStage(_ApiChild):
+class HttpApiStage(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Stage."""
 
     @staticmethod
@@ -220,7 +224,7 @@ class HttpApiStage(_ApiChild):
         return cls(api_id, stage.name)
 
 
-class HttpApiRoute(_ApiChild):
+class HttpApiRoute(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Route."""
 
     @staticmethod
@@ -254,7 +258,7 @@ class HttpApiRoute(_ApiChild):
         return cls(p["ApiId"], route.route_id)
 
 
-class HttpApiIntegration(_ApiChild):
+class HttpApiIntegration(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Integration."""
 
     @staticmethod
@@ -294,7 +298,7 @@ class HttpApiIntegration(_ApiChild):
         return cls(p["ApiId"], integration.id)
 
 
-class HttpApiAuthorizer(_ApiChild):
+class HttpApiAuthorizer(_ApiChild, CloudFormationModel):
     """AWS::ApiGatewayV2::Authorizer."""
 
     @staticmethod

@@ -41,6 +41,8 @@ def _arn(self: Any, service: str, suffix: str) -> str:
 
 
 def _json_body(self: Any) -> dict[str, Any]:
+    if isinstance(self.body, dict):  # DynamoDB's handler swaps in the parsed parameters
+        return self.body
     try:
         body = json.loads(self.body or "{}")
     except (TypeError, ValueError):

@@ -1,0 +1,88 @@
+"""Helpers for the local cloud's own tests: unique names, polling, roles, small stacks."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+LAMBDA = "lambda.amazonaws.com"
+
+
+def unique(prefix: str = "lc") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def trust(service: str = LAMBDA) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+
+
+def make_role(
+    cloud: Any,
+    statements: list[dict[str, Any]],
+    *,
+    service: str = LAMBDA,
+    boundary: str | None = None,
+) -> str:
+    """A role trusted by `service` with exactly `statements` inline; returns its ARN."""
+    iam = cloud.client("iam")
+    name = unique("lc-role")
+    extra = {"PermissionsBoundary": boundary} if boundary else {}
+    arn: str = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust(service), **extra)[
+        "Role"
+    ]["Arn"]
+    if statements:
+        iam.put_role_policy(
+            RoleName=name,
+            PolicyName="only-this",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+        )
+    return arn
+
+
+def deploy_stack(cloud: Any, template: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """CreateStack and wait for a final status; returns DescribeStacks' stack."""
+    cfn = cloud.client("cloudformation")
+    name = unique("lc-stack")
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(template),
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        **kwargs,
+    )
+
+    def final() -> dict[str, Any] | None:
+        stack: dict[str, Any] = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        return None if stack["StackStatus"].endswith("IN_PROGRESS") else stack
+
+    return wait_for(final, 60, f"stack {name}")
+
+
+def outputs(stack: dict[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def error_code(exc: Any) -> str:
+    return str(exc.response["Error"]["Code"])
