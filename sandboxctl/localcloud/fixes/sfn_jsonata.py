@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonata
 from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
+from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
 from sandboxctl.localcloud.fixes._moto_refs import (
     import_tree,
@@ -47,7 +48,7 @@ def eval_jsonata(expression: str) -> Any:
 def encode_jsonata_variable_declarations(bindings: dict[str, Any]) -> str:
     """``$name := <JSON literal>;`` for each binding; a JSON literal is a valid JSONata literal."""
     return "".join(
-        f"{reference}:={json.dumps(value, separators=(',', ':'))};"
+        f"{reference}:={to_json_str(value, separators=(',', ':'))};"
         for reference, value in bindings.items()
     )
 
