@@ -110,6 +110,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--warm-runs", type=int, default=20, help="warm runs per round")
+    parser.add_argument("--pace-ms", type=float, default=100, help="gap between paced runs")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
 
@@ -131,6 +132,7 @@ def main() -> int:
         naive: list[float] = []
         warm_wall: list[float] = []
         warm_external: list[float] = []
+        paced_wall: list[float] = []
         miss_wall: list[float] = []
         try:
             # Cold: a runtime that has never run (spawns the executor, imports, parses).
@@ -146,6 +148,12 @@ def main() -> int:
                     assert envelope["metrics"]["cache"] == "hit"
                     warm_wall.append(envelope["metrics"]["wall_ms"])
                     warm_external.append(elapsed)
+                for _ in range(args.warm_runs):
+                    # Paced like a person at a notebook: the executor has finished forking the
+                    # next run's child in the background before the request arrives.
+                    time.sleep(args.pace_ms / 1000)
+                    _, envelope = invoke(runtime, "len(df)")
+                    paced_wall.append(envelope["metrics"]["wall_ms"])
                 read_alone.append(read_csv_alone(csv))
                 read_again.append(read_csv_again(csv))
                 # A new mtime is a new version (ETag) of the object: the next run reloads it.
@@ -166,11 +174,15 @@ def main() -> int:
         "warm_wall_ms_median": median_ms(warm_wall),
         "warm_wall_ms_p90": round(float(np.percentile(warm_wall, 90)), 1),
         "warm_external_ms_median": median_ms(warm_external),
+        "paced_wall_ms_median": median_ms(paced_wall),
+        "paced_wall_ms_p90": round(float(np.percentile(paced_wall, 90)), 1),
         "cache_miss_wall_ms_median": median_ms(miss_wall),
         "cold_start_wall_ms": round(cold["metrics"]["wall_ms"], 1),
         "cold_naive_ms": round(cold_naive, 1),
     }
     speedup = figures["naive_fresh_python_ms"] / figures["warm_wall_ms_median"]
+    paced_speedup = figures["naive_fresh_python_ms"] / figures["paced_wall_ms_median"]
+    paced_ok = figures["paced_wall_ms_median"] <= WARM_TARGET_MS
     miss_ratio = figures["cache_miss_wall_ms_median"] / figures["read_csv_alone_ms"]
     repeat_ratio = figures["cache_miss_wall_ms_median"] / figures["read_csv_repeated_in_process_ms"]
     cold_ratio = figures["cold_start_wall_ms"] / figures["cold_naive_ms"]
@@ -188,14 +200,21 @@ def main() -> int:
             "allocator reuses the last read's memory",
         ),
         (
-            "runtime warm len(df): envelope wall_ms, median",
+            "runtime warm len(df) back to back: envelope wall_ms, median",
             figures["warm_wall_ms_median"],
             f"target <= {WARM_TARGET_MS:g} ms: {'met' if warm_ok else 'MISSED'}",
         ),
-        ("runtime warm len(df): wall_ms p90", figures["warm_wall_ms_p90"], ""),
+        ("runtime warm len(df): wall_ms p90", figures["warm_wall_ms_p90"], "back to back"),
         ("runtime warm len(df): as timed by the caller", figures["warm_external_ms_median"], ""),
         (
-            "speed-up, warm runtime vs naive",
+            f"runtime warm len(df), paced {args.pace_ms:g} ms apart: wall_ms median",
+            figures["paced_wall_ms_median"],
+            f"target <= {WARM_TARGET_MS:g} ms: {'met' if paced_ok else 'MISSED'}; "
+            f"{paced_speedup:.0f}x faster than naive",
+        ),
+        ("runtime warm len(df), paced: wall_ms p90", figures["paced_wall_ms_p90"], ""),
+        (
+            "speed-up, warm runtime (back to back) vs naive",
             round(speedup, 1),
             f"target >= {SPEEDUP_TARGET:g}x: {'met' if speedup >= SPEEDUP_TARGET else 'MISSED'}",
         ),
@@ -217,7 +236,11 @@ def main() -> int:
     for label, value, note in rows:
         print(f"{label.ljust(width)}  {value:>8}  {note}")
     if args.json:
-        extra = {"speedup": round(speedup, 1), "miss_ratio": round(miss_ratio, 2)}
+        extra = {
+            "speedup": round(speedup, 1),
+            "paced_speedup": round(paced_speedup, 1),
+            "miss_ratio": round(miss_ratio, 2),
+        }
         print(json.dumps(figures | extra))
     return 0
 

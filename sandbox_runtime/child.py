@@ -11,6 +11,7 @@ import base64
 import builtins
 import errno
 import faulthandler
+import fcntl
 import io
 import json
 import linecache
@@ -35,10 +36,12 @@ import matplotlib.pyplot as plt
 
 from sandbox_runtime import osutil
 from sandbox_runtime.envelope import cap_text
+from sandbox_runtime.protocol import ChannelClosed, recv_message
 from sandbox_runtime.results import encode_result
 
 USER_FILENAME = "<user-code>"
 RESULT_FD = 3
+CONTROL_FD = 4
 # Audit events that open network connections or start programs.
 BLOCKED_EVENTS = frozenset(
     {
@@ -68,21 +71,18 @@ class SandboxPolicyError(PermissionError):
 
 @dataclass
 class ChildPlan:
-    """Everything the child needs, prepared by the executor before fork."""
+    """What the child gets at fork time; the code and limits arrive later, on `control_fd`."""
 
-    code: str
     frames: dict[str, pd.DataFrame]
-    primary: str | None
-    limits: dict[str, Any]
     scratch: str
     stdout_fd: int
     stderr_fd: int
     result_fd: int
+    control_fd: int
     drop_to: tuple[int, int] | None
-    # Tasks the run uid already has (RLIMIT_NPROC counts them) and the executor's address
-    # space size (RLIMIT_AS counts it), measured by the executor before fork.
+    # Tasks the run uid already has, measured by the executor before fork: RLIMIT_NPROC
+    # counts them, so the budget goes on top.
     task_baseline: int
-    vm_size: int
 
 
 _fork_attempted = False
@@ -105,27 +105,23 @@ def _set_limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def _lock_down(plan: ChildPlan) -> None:
-    """Own process group, own fds, resource limits, no privileges, no credentials."""
+def _isolate(plan: ChildPlan) -> None:
+    """Before any request: own session, own descriptors, no privileges, no environment."""
     os.setsid()
+    # Move the pipes above the target numbers first, so no dup2 clobbers another pipe.
+    moved = [
+        fcntl.fcntl(fd, fcntl.F_DUPFD, 64)
+        for fd in (plan.stdout_fd, plan.stderr_fd, plan.result_fd, plan.control_fd)
+    ]
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    os.dup2(plan.stdout_fd, 1)
-    os.dup2(plan.stderr_fd, 2)
-    os.dup2(plan.result_fd, RESULT_FD)
-    # Drop every other descriptor: the executor channel, pipes of earlier runs, cache files.
-    os.closerange(RESULT_FD + 1, 1 << 20)
+    for target, fd in zip((1, 2, RESULT_FD, CONTROL_FD), moved, strict=True):
+        os.dup2(fd, target)
+    # Drop every other descriptor: the executor channel, pipes of other runs, cache files.
+    os.closerange(CONTROL_FD + 1, 1 << 20)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-
-    limits = plan.limits
     _set_limit(resource.RLIMIT_CORE, 0)
-    cpu = math.ceil(limits["timeout_s"]) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    _set_limit(resource.RLIMIT_FSIZE, limits["max_file_bytes"])
-    _set_limit(resource.RLIMIT_NOFILE, limits["max_open_files"])
-    # The fork shares the executor's address space; the budget comes on top of it.
-    _set_limit(resource.RLIMIT_AS, plan.vm_size + limits["memory_mb"] * 1024 * 1024)
 
     os.chdir(plan.scratch)
     if plan.drop_to is not None:
@@ -134,8 +130,6 @@ def _lock_down(plan: ChildPlan) -> None:
         os.setgid(gid)
         os.setuid(uid)
     osutil.set_no_new_privs()
-    # RLIMIT_NPROC counts every task of the uid, so budget on top of what already runs.
-    _set_limit(resource.RLIMIT_NPROC, plan.task_baseline + limits["max_procs"])
 
     os.environ.clear()
     os.environ.update(
@@ -162,6 +156,18 @@ def _lock_down(plan: ChildPlan) -> None:
         line_buffering=True,
     )
     faulthandler.enable(file=sys.stderr)
+
+
+def _apply_limits(limits: dict[str, Any], vm_size: int, task_baseline: int) -> None:
+    """Resource limits for this run; unprivileged by now, so they can only go down."""
+    # Soft limit: SIGXCPU (reported as a timeout); the hard limit a second later kills.
+    cpu = math.ceil(limits["timeout_s"]) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    _set_limit(resource.RLIMIT_FSIZE, limits["max_file_bytes"])
+    _set_limit(resource.RLIMIT_NOFILE, limits["max_open_files"])
+    # The fork shares the executor's address space; the budget comes on top of it.
+    _set_limit(resource.RLIMIT_AS, vm_size + limits["memory_mb"] * 1024 * 1024)
+    _set_limit(resource.RLIMIT_NPROC, task_baseline + limits["max_procs"])
     if limits["network_guard"]:
         sys.addaudithook(_audit)
 
@@ -269,27 +275,39 @@ def _write_result(message: dict[str, Any]) -> None:
 
 
 def run_child(plan: ChildPlan) -> None:
-    """Entry point right after fork; never returns."""
+    """Entry point right after fork; never returns.
+
+    The child isolates itself first, then waits for its request, so the executor can fork it
+    ahead of time and a warm run does not pay for fork and set-up.
+    """
     runner = os.getpid()
     exit_code = 70
     try:
-        _lock_down(plan)
-        limits = plan.limits
-        frames = plan.frames
+        _isolate(plan)
+        vm_size = osutil.vm_size_bytes()
+        try:
+            request = recv_message(CONTROL_FD)
+        except ChannelClosed:
+            os._exit(0)  # discarded unused, or the executor is gone
+        os.close(CONTROL_FD)
+        limits = request["limits"]
+        _apply_limits(limits, vm_size, plan.task_baseline)
+        frames = {name: plan.frames[key] for name, key in request["frames"].items()}
+        primary = request.get("primary")
         namespace: dict[str, Any] = {
             "__name__": "__main__",
             "__builtins__": builtins,
             "pd": pd,
             "np": np,
             "plt": plt,
-            "df": frames.get(plan.primary) if plan.primary else None,
-            "dfs": dict(frames),
+            "df": frames.get(primary) if primary else None,
+            "dfs": frames,
         }
         status = "ok"
         error = None
         value = None
         try:
-            value = _execute(plan.code, namespace)
+            value = _execute(request["code"], namespace)
         except SystemExit as exc:
             if os.getpid() != runner:
                 os._exit(0)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,20 +123,24 @@ def parse_frame(path: str, fmt: str) -> pd.DataFrame:
 
 
 class FrameCache:
-    """Parsed frames keyed by (ETag, format); a changed object gets a new key and evicts the old."""
+    """Parsed frames keyed by ETag and format; a changed object gets a new key, evicting the old."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._frames: OrderedDict[tuple[str, str], pd.DataFrame] = OrderedDict()
-        self._by_name: dict[str, tuple[str, str]] = {}
+        self._frames: OrderedDict[str, pd.DataFrame] = OrderedDict()
+        self._by_name: dict[str, str] = {}
 
-    def get(self, name: str, path: str, etag: str, fmt: str) -> tuple[pd.DataFrame, bool]:
-        key = (etag, fmt)
+    def snapshot(self) -> dict[str, pd.DataFrame]:
+        return dict(self._frames)
+
+    def get(self, name: str, path: str, etag: str, fmt: str) -> tuple[str, bool]:
+        """The key of the parsed frame for this object version, and whether it was cached."""
+        key = f"{fmt}:{etag}"
         previous = self._by_name.get(name)
         if key in self._frames:
             self._frames.move_to_end(key)
             self._by_name[name] = key
-            return self._frames[key], True
+            return key, True
         try:
             frame = parse_frame(path, fmt)
         except DatasetParseError:
@@ -149,7 +154,25 @@ class FrameCache:
         while len(self._frames) > self.max_entries:
             evicted, _ = self._frames.popitem(last=False)
             self._by_name = {n: k for n, k in self._by_name.items() if k != evicted}
-        return frame, False
+        return key, False
+
+
+@dataclass
+class Spare:
+    """A child forked ahead of time, isolated and waiting for its request on `control`."""
+
+    pid: int
+    control: int
+    stdout: int
+    stderr: int
+    result: int
+    scratch: str
+    keys: frozenset[str]
+
+    def close(self) -> None:
+        for fd in (self.control, self.stdout, self.stderr, self.result):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _kill_tree(executor_pid: int) -> None:
@@ -164,6 +187,15 @@ def _kill_tree(executor_pid: int) -> None:
         for pid in osutil.child_pids(executor_pid):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+
+
+def _is_waiting(pid: int) -> bool:
+    """True while a spare child is alive (not a zombie): it can still take a request."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return waited == 0
 
 
 def _read_available(fd: int) -> bytes | None:
@@ -234,6 +266,8 @@ class Executor:
         self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
         self._baseline_at = time.monotonic()
         self._parsed = False
+        self.scratch_root: Path | None = None
+        self.spare: Spare | None = None
 
     def housekeeping(self) -> None:
         """Work kept off the request path: runs after a reply is sent, before the next request.
@@ -248,6 +282,8 @@ class Executor:
             self._recount()
         elif time.monotonic() - self._baseline_at > 5:
             self._recount()
+        if self.spare is None and self.scratch_root is not None:
+            self.spare = self.fork_spare()
 
     def _recount(self) -> None:
         self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
@@ -260,14 +296,12 @@ class Executor:
         if op != "run":
             return {"op": "error", "message": f"unknown op {op!r}"}
         started = time.monotonic()
-        frames: dict[str, pd.DataFrame] = {}
+        keys: dict[str, str] = {}
         hits: list[bool] = []
         try:
             for item in message["datasets"]:
-                frame, hit = self.frames.get(
-                    item["name"], item["path"], item["etag"], item["format"]
-                )
-                frames[item["name"]] = frame
+                key, hit = self.frames.get(item["name"], item["path"], item["etag"], item["format"])
+                keys[item["name"]] = key
                 hits.append(hit)
                 self._parsed = self._parsed or not hit
         except DatasetParseError as exc:
@@ -280,59 +314,81 @@ class Executor:
         if deadline is not None:
             # CLOCK_MONOTONIC is system-wide, so the handler's deadline holds here too.
             limits["timeout_s"] = min(limits["timeout_s"], deadline - time.monotonic())
+        self.scratch_root = Path(message["scratch_root"])
         if limits["timeout_s"] <= 0:
             envelope = make_envelope(
                 "timeout",
                 error=error_info("Timeout", "no time was left in this invocation to run the code"),
             )
         else:
-            envelope = self.run(
-                message["code"],
-                frames,
-                message.get("primary"),
-                limits,
-                Path(message["scratch_root"]),
-            )
+            request = {
+                "code": message["code"],
+                "frames": keys,
+                "primary": message.get("primary"),
+                "limits": limits,
+            }
+            envelope = self.run(request)
         return {"op": "result", "envelope": envelope, "parse_ms": parse_ms, "cache": cache}
 
-    def run(
-        self,
-        code: str,
-        frames: dict[str, pd.DataFrame],
-        primary: str | None,
-        limits: dict[str, Any],
-        scratch_root: Path,
-    ) -> dict[str, Any]:
-        scratch = _prepare_scratch(scratch_root, self.drop_to)
+    def fork_spare(self) -> Spare:
+        """Fork and isolate the next run's child now, off the request path."""
+        assert self.scratch_root is not None
+        scratch = _prepare_scratch(self.scratch_root, self.drop_to)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        frames = self.frames.snapshot()
         plan = ChildPlan(
-            code,
-            frames,
-            primary,
-            limits,
-            scratch,
-            out_w,
-            err_w,
-            res_w,
-            self.drop_to,
+            frames=frames,
+            scratch=scratch,
+            stdout_fd=out_w,
+            stderr_fd=err_w,
+            result_fd=res_w,
+            control_fd=ctl_r,
+            drop_to=self.drop_to,
             task_baseline=self.task_baseline,
-            vm_size=osutil.vm_size_bytes(),
         )
         gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
-        started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             run_child(plan)
-        for fd in (out_w, err_w, res_w):
+        for fd in (out_w, err_w, res_w, ctl_r):
             os.close(fd)
+        return Spare(pid, ctl_w, out_r, err_r, res_r, scratch, frozenset(frames))
+
+    def discard_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        if _is_waiting(spare.pid):  # not yet reaped: its pid cannot have been reused
+            os.kill(spare.pid, signal.SIGKILL)
+        _kill_tree(self.pid)
+        spare.close()
+        _remove_scratch(spare.scratch)
+
+    def _take_spare(self, keys: set[str]) -> Spare:
+        spare = self.spare
+        if spare is not None and keys <= spare.keys and _is_waiting(spare.pid):
+            self.spare = None
+            return spare
+        self.discard_spare()
+        return self.fork_spare()
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        spare = self._take_spare(set(request["frames"].values()))
+        limits = request["limits"]
+        started = time.monotonic()
         try:
-            return self._supervise(pid, started, limits, out_r, err_r, res_r)
+            # If the child died before its request, supervision reports how.
+            with contextlib.suppress(ChannelClosed):
+                send_message(spare.control, request)
+            return self._supervise(
+                spare.pid, started, limits, spare.stdout, spare.stderr, spare.result
+            )
         finally:
-            for fd in (out_r, err_r, res_r):
-                os.close(fd)
-            _remove_scratch(scratch)
+            spare.close()
+            _remove_scratch(spare.scratch)
 
     def _supervise(
         self, pid: int, started: float, limits: dict[str, Any], out_r: int, err_r: int, res_r: int
@@ -516,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             message = recv_message(rfd)
         except ChannelClosed:
+            executor.discard_spare()
             return 0
         if message.get("op") == "run" and ack_fd is not None:
             # Acknowledge on a side pipe the handler reads only if we die: it then knows
@@ -532,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             send_message(wfd, reply)
         except ChannelClosed:
+            executor.discard_spare()
             return 0
         executor.housekeeping()
 
