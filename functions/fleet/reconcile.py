@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from fleet import naming
 from fleet.errors import FleetError
@@ -46,7 +46,7 @@ class PlanRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     reconcile_id: Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_-]+$")]
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
 
 class PlannedAction(BaseModel):
