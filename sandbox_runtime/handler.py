@@ -8,6 +8,8 @@ process). User code output and credentials are never logged.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import os
 import threading
 from typing import Any
 
@@ -23,12 +25,27 @@ _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
+def sandbox_uid_for(prefix: str) -> int:
+    """A uid of this user's own, for when the runtime starts as root (local cloud, containers).
+
+    Many users' functions may then share one host; a uid per user keeps their run children
+    from signalling each other or reading each other's scratch directories. (In Lambda the
+    function is not root, cannot change uid, and is alone in its micro-VM anyway.)
+    """
+    digest = hashlib.sha256(prefix.encode("utf-8")).digest()
+    return 100_000 + int.from_bytes(digest[:4], "big") % 900_000
+
+
 def get_runtime() -> Runtime:
     """The process-wide runtime, built from DATA_BUCKET, USER_PREFIX and SANDBOX_* settings."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
             config = RuntimeConfig.from_env()
+            prefix = os.environ.get("USER_PREFIX", "")
+            if prefix and "SANDBOX_SANDBOX_UID" not in os.environ:
+                uid = sandbox_uid_for(prefix)
+                config = config.with_overrides(sandbox_uid=uid, sandbox_gid=uid)
             source = S3Source.from_env(config.cache_dir)
             _runtime = Runtime(config, source, log=logger)
         return _runtime

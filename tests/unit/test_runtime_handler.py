@@ -219,3 +219,13 @@ def test_logs_carry_neither_user_output_nor_credentials(
     assert "PRIVATE-OUTPUT-7731" not in everything
     assert "PRIVATE-RESULT-7731" not in everything
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in everything
+
+
+def test_each_user_gets_their_own_unprivileged_uid_when_started_as_root(cloud: Any) -> None:
+    envelope = invoke({"code": "import os\n(os.getuid(), os.getgid(), os.getgroups())"})
+
+    expected = handler.sandbox_uid_for(PREFIX) if os.geteuid() == 0 else os.getuid()
+    assert envelope["result"][0] == expected
+    assert handler.sandbox_uid_for(PREFIX) != handler.sandbox_uid_for(OTHER_PREFIX)
+    if os.geteuid() == 0:
+        assert envelope["result"] == [expected, expected, []]
