@@ -361,8 +361,10 @@ def cmd_demo(app: App) -> int:
 
     if not app.out.is_terminal:
         app.out.width = max(app.out.width, 120)  # CI logs: keep tables readable
-    # moto logs a warning per resource type it skips; the demo's own checks say what matters.
-    logging.getLogger("moto").setLevel(logging.ERROR)
+    # moto logs every skipped resource type and every failed state at length; the demo's own
+    # checks report what matters. SANDBOXCTL_DEBUG=1 keeps moto's logs.
+    if not os.environ.get("SANDBOXCTL_DEBUG"):
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
     return run_demo(app.out, output_dir=app.args.output_dir)
 
 

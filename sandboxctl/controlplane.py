@@ -58,6 +58,7 @@ STATE_MACHINE_OUTPUTS = {
 }
 USER_STATUSES = ("PROVISIONING", "READY", "FAILED", "DELETING", "DELETED")
 USER_FINAL = {"READY", "FAILED"}
+ROLLOUT_STATUSES = ("RUNNING", "COMPLETED", "HALTED", "SUPERSEDED")
 ROLLOUT_FINAL = {"COMPLETED", "HALTED", "SUPERSEDED"}
 # ECR's own tag rule.
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -418,42 +419,51 @@ class ControlPlane:
             raise UserNotFoundError(f"no user {uid!r} in the registry (sign them up first)")
         return user
 
-    def _scan_prefix(self, prefix: str) -> list[dict[str, Any]]:
-        paginator = self.client("dynamodb").get_paginator("scan")
+    def _query_status(self, status: str, prefix: str) -> list[dict[str, Any]]:
+        """Items in one status whose key starts with `prefix`, through the ByStatus index."""
+        paginator = self.client("dynamodb").get_paginator("query")
         items: list[dict[str, Any]] = []
         for page in paginator.paginate(
             TableName=self.output("RegistryTableName"),
-            FilterExpression="begins_with(pk, :p)",
-            ExpressionAttributeValues={":p": {"S": prefix}},
-            ConsistentRead=True,
+            IndexName="ByStatus",
+            KeyConditionExpression="#s = :s AND begins_with(pk, :p)",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}, ":p": {"S": prefix}},
         ):
             items.extend(_item(raw) for raw in page.get("Items", []))
         return items
 
     def list_users(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Every user entry, or those in one status through the ByStatus index."""
-        if status is None:
-            users = self._scan_prefix("USER#")
-        else:
-            if status not in USER_STATUSES:
-                raise UsageError(f"status must be one of {', '.join(USER_STATUSES)}")
-            paginator = self.client("dynamodb").get_paginator("query")
-            users = []
-            for page in paginator.paginate(
-                TableName=self.output("RegistryTableName"),
-                IndexName="ByStatus",
-                KeyConditionExpression="#s = :s AND begins_with(pk, :p)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":s": {"S": status}, ":p": {"S": "USER#"}},
-            ):
-                users.extend(_item(raw) for raw in page.get("Items", []))
+        """Every user entry, or those in one status (ByStatus index, never a table scan)."""
+        if status is not None and status not in USER_STATUSES:
+            raise UsageError(f"status must be one of {', '.join(USER_STATUSES)}")
+        users = [
+            u
+            for s in ([status] if status else USER_STATUSES)
+            for u in self._query_status(s, "USER#")
+        ]
         return sorted(users, key=lambda u: (str(u.get("created_at", "")), str(u.get("uid", ""))))
 
     def list_rollouts(self) -> list[dict[str, Any]]:
-        rollouts = self._scan_prefix("ROLLOUT#")
+        """Every rollout, newest first."""
+        rollouts = [r for s in ROLLOUT_STATUSES for r in self._query_status(s, "ROLLOUT#")]
         for r in rollouts:
             r.setdefault("rollout_id", str(r["pk"]).removeprefix("ROLLOUT#"))
         return sorted(rollouts, key=lambda r: str(r.get("started_at", "")), reverse=True)
+
+    def get_rollout(self, image_digest: str) -> dict[str, Any] | None:
+        """The rollout of one digest: its id is the digest's hex (one rollout per digest)."""
+        rollout_id = image_digest.removeprefix("sha256:")
+        resp = self.client("dynamodb").get_item(
+            TableName=self.output("RegistryTableName"),
+            Key={"pk": {"S": f"ROLLOUT#{rollout_id}"}},
+            ConsistentRead=True,
+        )
+        if "Item" not in resp:
+            return None
+        rollout = _item(resp["Item"])
+        rollout.setdefault("rollout_id", rollout_id)
+        return rollout
 
     def desired_image(self) -> dict[str, Any] | None:
         resp = self.client("dynamodb").get_item(
@@ -496,9 +506,8 @@ class ControlPlane:
         """Poll until the rollout of `image_digest` reaches a final status."""
         status = "NOT STARTED"
         for elapsed in Poller(timeout_s, cap=0.5):
-            matching = [r for r in self.list_rollouts() if r.get("image_digest") == image_digest]
-            if matching:
-                rollout = matching[0]
+            rollout = self.get_rollout(image_digest)
+            if rollout is not None:
                 status = str(rollout.get("status"))
                 if status in ROLLOUT_FINAL:
                     return rollout
@@ -713,6 +722,17 @@ class ControlPlane:
                 rows.append(row)
         rows.sort(key=lambda r: r["started"] or "", reverse=True)
         return rows[:limit]
+
+    def latest_failure(self, workflow: str) -> str | None:
+        """`<execution>: <error>: <cause>` of the workflow's newest failed execution, if any."""
+        failed = self.executions(workflow, limit=1, status="FAILED")
+        if not failed:
+            return None
+        desc = self.client("stepfunctions").describe_execution(
+            executionArn=failed[0]["execution_arn"]
+        )
+        cause = " ".join(str(desc.get("cause") or "").split())[:300]
+        return f"{failed[0]['name']}: {desc.get('error') or 'failed'}: {cause}"
 
     def _state_machine_status(self, key: str) -> str:
         sfn = self.client("stepfunctions")

@@ -225,6 +225,7 @@ class Demo:
         self.cp: ControlPlane | None = None
         self.cloud: Any = None
         self.users = demo_users(time.strftime("%H%M%S"))
+        self.first_digest: str | None = None
 
     # ------------------------------------------------------------------ framework
     def needs(self, *outputs: str) -> None:
@@ -300,6 +301,27 @@ class Demo:
         self.say(f"stack {cloud.stack_name}: {stack['StackStatus']}, {len(cloud.outputs)} outputs")
         return f"{cloud.stack_name} deployed at {cloud.endpoint}"
 
+    def first_image(self) -> str:
+        """CI pushes the first sandbox image after deploy; provisioning builds users on it."""
+        self.needs("SandboxRepositoryName", "RolloutImageStateMachineArn", "RegistryTableName")
+        assert self.cp is not None
+        desired = self.cp.desired_image()
+        if desired:
+            self.first_digest = str(desired["image_digest"])
+            return f"desired image already {render.short_digest(self.first_digest)}"
+        pushed = self.cp.push_image("v1")
+        digest = pushed["image_digest"]
+        self.say(f"pushed {pushed['image_uri']} (tag v1)")
+        with self.waiting(f"rollout of {render.short_digest(digest)}") as tick:
+            rollout = self.cp.wait_for_rollout(digest, WAIT_ROLLOUT_S, tick)
+        desired = self.cp.desired_image()
+        if rollout.get("status") != "COMPLETED" or not desired:
+            raise DemoCheckFailed(f"first rollout ended {rollout.get('status')}")
+        if desired.get("image_digest") != digest:
+            raise DemoCheckFailed(f"desired image is {desired.get('image_digest')}, not {digest}")
+        self.first_digest = digest
+        return f"desired image {render.short_digest(digest)} (no users yet)"
+
     def signup(self) -> str:
         self.needs(
             "SignupWebhookFunctionName",
@@ -314,14 +336,23 @@ class Demo:
             sent = cp.signup(user.uid, email=user.email)
             self.say(f"user {user.label} {user.uid!r}: webhook answered HTTP {sent['status_code']}")
         for user in self.users:
-            with self.waiting(f"provisioning {user.uid}") as tick:
-                record = cp.wait_for_user(user.uid, {"READY", "FAILED"}, WAIT_READY_S, tick)
+            try:
+                with self.waiting(f"provisioning {user.uid}") as tick:
+                    record = cp.wait_for_user(user.uid, {"READY", "FAILED"}, WAIT_READY_S, tick)
+            except SandboxctlError as exc:
+                why = cp.latest_failure("ProvisionUser")
+                raise DemoCheckFailed(f"{exc}; last failed ProvisionUser: {why}") from exc
             assert record is not None
             if record.get("status") != "READY":
                 raise DemoCheckFailed(
                     f"{user.uid} is {record.get('status')}: {record.get('last_error')}"
                 )
             user.record = record
+            if self.first_digest and record.get("image_digest") != self.first_digest:
+                raise DemoCheckFailed(
+                    f"{user.uid} runs {record.get('image_digest')}, not the desired "
+                    f"{self.first_digest}"
+                )
             stack = cp.client("cloudformation").describe_stacks(StackName=record["stack_name"])
             stack_status = stack["Stacks"][0]["StackStatus"]
             if stack_status not in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}:
@@ -436,23 +467,21 @@ class Demo:
         return f"IAM denied all {len(attempts)} attempts; B's file is unchanged"
 
     def role_arn(self, user: DemoUser) -> str:
+        """The execution role of the user's function, from their own stack's outputs."""
         assert self.cp is not None
-        resources = self.cp.client("cloudformation").describe_stack_resources(
+        stack = self.cp.client("cloudformation").describe_stacks(
             StackName=user.record["stack_name"]
-        )["StackResources"]
-        roles = [
-            r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::IAM::Role"
-        ]
-        if len(roles) != 1:
-            raise DemoCheckFailed(f"{user.record['stack_name']} has {len(roles)} roles, not 1")
-        name = roles[0].rsplit("/", 1)[-1]
-        return str(self.cp.client("iam").get_role(RoleName=name)["Role"]["Arn"])
+        )["Stacks"][0]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        if not outputs.get("RoleArn"):
+            raise DemoCheckFailed(f"{user.record['stack_name']} has no RoleArn output")
+        return str(outputs["RoleArn"])
 
     def rollout(self) -> str:
         self.needs("SandboxRepositoryName", "RolloutImageStateMachineArn")
         assert self.cp is not None
         cp = self.cp
-        pushed = cp.push_image(f"demo-{int(time.time())}")
+        pushed = cp.push_image("v2")
         digest = pushed["image_digest"]
         self.say(f"pushed {pushed['image_uri']}")
         with self.waiting(f"rolling out {render.short_digest(digest)}") as tick:
@@ -463,6 +492,8 @@ class Demo:
                 f"rollout {rollout.get('rollout_id')} ended {rollout.get('status')}: "
                 f"{rollout.get('failures')}"
             )
+        if digest == self.first_digest:
+            raise DemoCheckFailed("the new image has the same digest as the first")
         for user in self.users:
             record = cp.require_user(user.uid)
             if record.get("image_digest") != digest:
@@ -489,7 +520,12 @@ class Demo:
         self.console.print(Rule("[bold]sandbox-fleet demo"))
         try:
             self.step("Start the local cloud", self.start_cloud)
-            self.step("Two users sign up", self.signup, after=["Start the local cloud"])
+            self.step(
+                "CI pushes the first sandbox image",
+                self.first_image,
+                after=["Start the local cloud"],
+            )
+            self.step("Two users sign up", self.signup, after=["CI pushes the first sandbox image"])
             self.step("Each uploads a CSV", self.upload, after=["Two users sign up"])
             self.step(
                 "Each runs analytics in their own sandbox",
