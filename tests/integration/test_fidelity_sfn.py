@@ -297,8 +297,7 @@ def test_interpreter_calls_are_signed_as_the_machine_role(cloud) -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    # Least privilege: the role may read items, not write them. (moto's IAM enforcement does not
-    # match DynamoDB resource ARNs, so the scope is shown on the action.)
+    # Least privilege: the role may read items, not write them.
     role = make_role(
         cloud, STATES, [{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"}]
     )
