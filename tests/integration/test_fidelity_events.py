@@ -317,3 +317,28 @@ def test_ecr_push_and_delete_emit_image_action_events(cloud) -> None:
             "image-tag": "v1",
         }
     ]
+
+
+def test_callers_cannot_publish_events_with_reserved_aws_sources(cloud) -> None:
+    url, arn = queue(cloud)
+    marker = unique("forged")
+    _rule(
+        cloud,
+        {"source": ["aws.ecr", marker]},
+        [{"Id": "capture", "Arn": arn}],
+    )
+    forged = {
+        "Source": "aws.ecr",
+        "DetailType": "ECR Image Action",
+        "Detail": json.dumps({"result": "SUCCESS", "action-type": "PUSH", "image-tag": marker}),
+    }
+    honest = {"Source": marker, "DetailType": "Probe", "Detail": json.dumps({"n": 1})}
+    response = cloud.client("events").put_events(Entries=[forged, honest])
+
+    assert response["FailedEntryCount"] == 1
+    assert response["Entries"][0]["ErrorCode"] == "NotAuthorizedForSourceException"
+    assert "EventId" in response["Entries"][1]
+    [message] = receive(cloud, url)
+    assert json.loads(message["Body"])["source"] == marker
+    wait_for(events_targets.deliveries_idle, what="deliveries to finish")
+    assert "Messages" not in cloud.client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=0)
