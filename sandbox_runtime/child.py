@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import contextlib
 import errno
 import faulthandler
 import fcntl
@@ -30,8 +31,6 @@ import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg")
-import contextlib
-
 import matplotlib.pyplot as plt
 
 from sandbox_runtime import osutil

@@ -3,7 +3,8 @@
 It is spawned by the handler with a scrubbed environment, imports pandas once, keeps parsed
 frames keyed by ETag and forks one locked-down child per run (copy-on-write: the frame is not
 copied, pandas is not re-imported). After each run it kills the child's whole process tree and
-deletes the run's scratch directory, so nothing survives into the next run.
+deletes the run's scratch directory, so nothing survives into the next run; then, idle, it
+forks and isolates the next run's child ("spare"), which waits for its code on a pipe.
 
 Run as ``python -m sandbox_runtime.executor``; it speaks length-prefixed JSON on stdin/stdout.
 """
