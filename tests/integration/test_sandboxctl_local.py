@@ -1,0 +1,100 @@
+"""`sandboxctl local up` in one process and other commands in others, as an operator works."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+START_DEADLINE_S = 180.0
+
+
+def sandboxctl(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXCTL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sandboxctl.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    """Start `sandboxctl local up --port 0`, wait for its `ready` line, yield the endpoint."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandboxctl.cli", "local", "up", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if not ready.wait(START_DEADLINE_S):
+            pytest.fail("local up printed no ready line:\n" + "".join(lines[-40:]))
+        endpoint = next(line.split()[-1] for line in lines if line.startswith("endpoint:"))
+        yield endpoint
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    assert proc.returncode == 0, "".join(lines[-40:])
+    assert any("stopped" in line for line in lines)
+
+
+def test_status_is_0_once_the_control_plane_answers(served: str) -> None:
+    res = sandboxctl("status", "--endpoint", served, "--json")
+    checks = json.loads(res.stdout)
+    failing = [c for c in checks if not c["ok"]]
+    assert res.returncode == 0, failing
+    assert {"stack", "outputs", "registry table", "event bus"} <= {c["check"] for c in checks}
+
+
+def test_commands_find_the_local_cloud_through_the_environment(served: str) -> None:
+    env_res = subprocess.run(
+        [sys.executable, "-m", "sandboxctl.cli", "users", "--json"],
+        cwd=ROOT,
+        env={**os.environ, "SANDBOXCTL_ENDPOINT": served},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert env_res.returncode == 0, env_res.stderr
+    assert json.loads(env_res.stdout) == []
+
+
+def test_a_wrong_endpoint_is_one_clear_line() -> None:
+    res = sandboxctl("users", "--endpoint", "http://127.0.0.1:9")
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sandboxctl: error:"), res.stderr
