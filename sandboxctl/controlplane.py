@@ -271,6 +271,24 @@ def docker_manifest(tag: str) -> str:
     return json.dumps(manifest, separators=(",", ":"))
 
 
+def signup_notice(
+    uid: str, email: str | None, event_id: str, created_at: datetime
+) -> dict[str, Any]:
+    """The notice firebase/main.py sends, field for field and in the same order."""
+    return {
+        "type": "user.created",
+        "uid": uid,
+        "email": email,
+        "event_id": event_id,
+        "created_at": created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def webhook_body(notice: dict[str, Any]) -> bytes:
+    """Serialised as firebase/main.py does (compact, ASCII-escaped): the same bytes get signed."""
+    return json.dumps(notice, separators=(",", ":")).encode("utf-8")
+
+
 def checked_notice(model: type[BaseModel], notice: dict[str, Any]) -> dict[str, Any]:
     """Validate with the webhook's own model, so a bad value fails here and nothing is sent."""
     try:
@@ -537,7 +555,7 @@ class ControlPlane:
         The body is signed exactly as the Firebase function signs it (`fleet.signing`), and the
         request is an HTTP API (payload v2) proxy event for `POST /hooks/firebase`.
         """
-        body = json.dumps(notice, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = webhook_body(notice)
         headers = {k.lower(): v for k, v in signing.sign(self.webhook_secret(), body).items()}
         event = webhook_event(body, headers)
         function = self.output("SignupWebhookFunctionName")
@@ -566,13 +584,7 @@ class ControlPlane:
     def signup(self, uid: str, email: str | None = None) -> dict[str, Any]:
         """Report a new Firebase user, as the `before_user_created` function does."""
         validate_uid(uid)
-        notice = {
-            "type": "user.created",
-            "uid": uid,
-            "email": email,
-            "event_id": str(uuid.uuid4()),
-            "created_at": models.iso_utc(datetime.now(UTC)),
-        }
+        notice = signup_notice(uid, email, str(uuid.uuid4()), datetime.now(UTC))
         return self.call_webhook(checked_notice(models.UserCreatedNotice, notice))
 
     def delete_user(self, uid: str) -> dict[str, Any]:
@@ -582,7 +594,7 @@ class ControlPlane:
             "type": "user.deleted",
             "uid": uid,
             "event_id": str(uuid.uuid4()),
-            "deleted_at": models.iso_utc(datetime.now(UTC)),
+            "deleted_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
         return self.call_webhook(checked_notice(models.UserDeletedNotice, notice))
 

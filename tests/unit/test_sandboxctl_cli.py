@@ -610,3 +610,19 @@ def test_an_endpoint_without_a_running_local_cloud_says_so(
         "sandboxctl: error: no operator credentials for http://127.0.0.1:9: "
         "is `sandboxctl local up` serving there?"
     )
+
+
+def test_signup_body_is_byte_for_byte_what_the_firebase_function_sends() -> None:
+    from datetime import UTC, datetime
+
+    from firebase import main as firebase_function
+    from sandboxctl.controlplane import signup_notice, webhook_body
+
+    created = datetime(2026, 11, 26, 8, 0, 1, 123456, tzinfo=UTC)
+    for uid, email in [("Ålice/../ü", "a@example.com"), ("x" * 128, None)]:
+        ours = webhook_body(signup_notice(uid, email, "evt-1", created))
+        theirs = firebase_function.signup_body(uid, email, "evt-1", created)
+        assert ours == theirs
+        assert signing.sign(SECRET, ours, 1_700_000_000) == firebase_function.sign(
+            SECRET, theirs, 1_700_000_000
+        )
