@@ -233,7 +233,34 @@ def request_context(request: Any) -> dict[str, Any]:
         for key in ("prefix", "delimiter", "max-keys"):
             if key in query:
                 context[f"s3:{key}"] = query[key][0]
+    if getattr(request, "_service", "") == "cloudformation":
+        context.update(_cloudformation_keys(getattr(request, "_data", None) or {}))
     return {k: v for k, v in context.items() if v is not None}
+
+
+def _cloudformation_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """cloudformation:RoleArn, TemplateUrl and ResourceTypes of a Create/Update/DeleteStack call.
+
+    AWS puts the request's RoleARN, TemplateURL and ResourceTypes list in the request context
+    (Service Authorization Reference, AWS CloudFormation condition keys), so a policy can allow
+    CreateStack only through one service role, from one template, for some resource types.
+    """
+
+    def first(name: str) -> Any:
+        value = data.get(name)
+        return value[0] if isinstance(value, list) and value else value
+
+    keys: dict[str, Any] = {
+        "cloudformation:RoleArn": first("RoleARN"),
+        "cloudformation:TemplateUrl": first("TemplateURL"),
+    }
+    members = sorted(
+        (k for k in data if k.startswith("ResourceTypes.member.")),
+        key=lambda k: int(k.rsplit(".", 1)[1]),
+    )
+    if members:
+        keys["cloudformation:ResourceTypes"] = [first(k) for k in members]
+    return {k: v for k, v in keys.items() if v}
 
 
 def _boundary_document(request: Any) -> Any:
