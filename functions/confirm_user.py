@@ -34,8 +34,6 @@ class ConfirmRequest(BaseModel):
     uid: Uid
 
 
-
-
 def confirm(uid: str, directory: Any | None) -> dict[str, Any]:
     """{"checked": False} without a directory; raises FirebaseUserNotFound for unknown UIDs."""
     if directory is None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
 
 import confirm_user
 import firebase_admin
@@ -40,6 +41,21 @@ class AuthEndpoint(BaseHTTPRequestHandler):
         self._send(
             200, {"kind": "identitytoolkit#GetAccountInfoResponse", "users": found} if found else {}
         )
+
+    def do_GET(self) -> None:
+        """accounts:batchGet, the paginated listing behind auth.list_users."""
+        query = parse_qs(urlparse(self.path).query)
+        if not urlparse(self.path).path.endswith(f"/projects/{PROJECT}/accounts:batchGet"):
+            self._send(404, {"error": {"code": 404, "message": "NOT_FOUND"}})
+            return
+        ordered = sorted(type(self).users)
+        start = int(query.get("nextPageToken", ["0"])[0])
+        size = int(query.get("maxResults", ["1000"])[0])
+        page = ordered[start : start + size]
+        payload: dict[str, Any] = {"users": [{"localId": uid} for uid in page]}
+        if start + size < len(ordered):
+            payload["nextPageToken"] = str(start + size)
+        self._send(200, payload)
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
@@ -117,3 +133,8 @@ def test_a_broken_service_account_secret_is_a_configuration_error() -> None:
         FirebaseUserDirectory.from_service_account('{"type": "service_account"}')
     with pytest.raises(ConfigurationError):
         FirebaseUserDirectory.from_service_account("not json")
+
+
+def test_listing_walks_every_page(directory: FirebaseUserDirectory) -> None:
+    AuthEndpoint.users = {f"user-{i:04d}" for i in range(2_345)}
+    assert sorted(directory.list_uids()) == sorted(AuthEndpoint.users)
