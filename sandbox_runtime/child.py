@@ -82,6 +82,7 @@ class ChildPlan:
     # Tasks the run uid already has, measured by the executor before fork: RLIMIT_NPROC
     # counts them, so the budget goes on top.
     task_baseline: int
+    parent_pid: int
 
 
 _fork_attempted = False
@@ -129,6 +130,8 @@ def _isolate(plan: ChildPlan) -> None:
         os.setgid(gid)
         os.setuid(uid)
     osutil.set_no_new_privs()
+    # If the executor is killed (the handler gave up on it), the run goes with it.
+    osutil.die_with_parent(plan.parent_pid)
 
     os.environ.clear()
     os.environ.update(

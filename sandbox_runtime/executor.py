@@ -349,6 +349,7 @@ class Executor:
             control_fd=ctl_r,
             drop_to=self.drop_to,
             task_baseline=self.task_baseline,
+            parent_pid=self.pid,
         )
         gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
         pid = os.fork()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 from collections.abc import Iterator
 
+PR_SET_PDEATHSIG = 1
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -41,6 +43,16 @@ def is_dumpable() -> bool:
 def become_subreaper() -> None:
     """Adopt orphaned descendants, so a double-forked daemon cannot escape the run cleanup."""
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent(expected_parent: int) -> None:
+    """SIGKILL this process when its parent dies; exit now if that already happened.
+
+    Set after any uid change, which clears it.
+    """
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != expected_parent:
+        os._exit(0)
 
 
 def set_no_new_privs() -> None:

@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,3 +231,48 @@ def test_each_user_gets_their_own_unprivileged_uid_when_started_as_root(cloud: A
     assert handler.sandbox_uid_for(PREFIX) != handler.sandbox_uid_for(OTHER_PREFIX)
     if os.geteuid() == 0:
         assert envelope["result"] == [expected, expected, []]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has stopped running; its reaper may be slow)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _poll(condition: Any, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_run_dies_with_its_executor(cloud: Any) -> None:
+    # If the executor dies (or the handler kills a stuck one), its run must not live on.
+    drop = Path(tempfile.mkdtemp(prefix="sandbox-pid-"))
+    drop.chmod(0o777)  # the run child, under its own uid, reports its pid here
+    code = f"import os, time\nopen('{drop}/pid', 'w').write(str(os.getpid()))\ntime.sleep(60)"
+    outcome: dict[str, Any] = {}
+    caller = threading.Thread(
+        target=lambda: outcome.update(invoke({"code": code, "timeout_s": 20}))
+    )
+    caller.start()
+    try:
+        assert _poll(lambda: (drop / "pid").exists() and (drop / "pid").read_text() != "")
+        run_pid = int((drop / "pid").read_text())
+        executor_pid = handler.get_runtime().executor_pid
+        assert executor_pid is not None
+
+        os.kill(executor_pid, signal.SIGKILL)
+
+        assert _poll(lambda: not _running(run_pid))
+    finally:
+        caller.join(timeout=30)
+        shutil.rmtree(drop, ignore_errors=True)
+    assert outcome["status"] == "error"
+    assert outcome["error"]["type"] == "ExecutorCrashed"
+    assert invoke({"code": "2"})["result"] == 2
