@@ -476,3 +476,23 @@ def test_deleting_a_user_who_never_uploaded_anything(plane: Plane) -> None:
     assert execution["status"] == "SUCCEEDED"
     assert plane.user(uid)["status"] == "DELETED"  # type: ignore[index]
     assert plane.live_stack(uid) is None
+
+
+def test_slow_and_throttled_aws_still_ends_ready_through_the_wait_loop(plane: Plane) -> None:
+    """Stacks stay CREATE_IN_PROGRESS for seconds and CloudFormation/Lambda throttle, as on AWS."""
+    uid = new_uid("slow")
+    faults.install_faults("slow,throttle", seed=7)
+    try:
+        plane.emit_signup([uid])
+        user = plane.wait_user(uid, FINAL, timeout=180)
+    finally:
+        faults.install_faults(None)
+
+    assert user["status"] == "READY", user.get("last_error")
+    [execution] = plane.wait_executions_done("ProvisionUserStateMachineArn", uid, 1)
+    history = plane.sfn.get_execution_history(
+        executionArn=execution["executionArn"], maxResults=1000
+    )["events"]
+    entered = [e.get("stateEnteredEventDetails", {}).get("name") for e in history]
+    assert "Wait creation" in entered  # the stack was still in progress at least once
+    assert entered.count("Describe user stack") >= 2
