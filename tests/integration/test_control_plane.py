@@ -496,3 +496,47 @@ def test_slow_and_throttled_aws_still_ends_ready_through_the_wait_loop(plane: Pl
     entered = [e.get("stateEnteredEventDetails", {}).get("name") for e in history]
     assert "Wait creation" in entered  # the stack was still in progress at least once
     assert entered.count("Describe user stack") >= 2
+
+
+def test_an_existing_user_stack_is_adopted_instead_of_failing(plane: Plane) -> None:
+    """CreateStack's AlreadyExists converges: e.g. a stack left by an earlier attempt."""
+    uid = new_uid("adopt")
+    digest = naming.user_digest(uid)
+    machine = plane.sfn.describe_state_machine(
+        stateMachineArn=plane.out["ProvisionUserStateMachineArn"]
+    )
+    create = json.loads(machine["definition"])["States"]["Create user stack"]["Parameters"]
+    dynamic = {
+        "UserDigest": digest,
+        "UserPrefix": naming.user_prefix(digest),
+        "ImageUri": plane.cp.desired_image()["image_uri"],  # type: ignore[index]
+    }
+    parameters = [
+        {
+            "ParameterKey": p["ParameterKey"],
+            "ParameterValue": dynamic.get(p["ParameterKey"], p.get("ParameterValue", "")),
+        }
+        for p in create["Parameters"]
+    ]
+    stack_id = plane.cfn.create_stack(
+        StackName=plane.name(uid),
+        TemplateURL=create["TemplateURL"],
+        RoleARN=create["RoleARN"],
+        Capabilities=create["Capabilities"],
+        Parameters=parameters,
+    )["StackId"]
+    wait_for(
+        lambda: True if plane.live_stack(uid)["StackStatus"] == "CREATE_COMPLETE" else None,  # type: ignore[index]
+        60,
+        "the pre-existing stack",
+    )
+
+    plane.cp.signup(uid)
+    user = plane.wait_user(uid, FINAL)
+
+    assert user["status"] == "READY", user.get("last_error")
+    assert plane.live_stack(uid)["StackId"] == stack_id  # type: ignore[index]
+    [execution] = plane.wait_executions_done("ProvisionUserStateMachineArn", uid, 1)
+    history = plane.sfn.get_execution_history(executionArn=execution["executionArn"])["events"]
+    entered = [e.get("stateEnteredEventDetails", {}).get("name") for e in history]
+    assert "Find existing stack" in entered
