@@ -1,1 +1,1 @@
-"""The embedded local cloud: moto in server mode, corrected toward AWS, running the real template."""
+"""The embedded local cloud: moto in server mode, corrected toward AWS, running the template."""
