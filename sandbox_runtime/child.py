@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 
 from sandbox_runtime import osutil
 from sandbox_runtime.envelope import cap_text
-from sandbox_runtime.protocol import ChannelClosed, recv_message
+from sandbox_runtime.protocol import HEADER, ChannelClosed, recv_message
 from sandbox_runtime.results import encode_result
 
 USER_FILENAME = "<user-code>"
@@ -270,8 +270,14 @@ def _execute(code: str, namespace: dict[str, Any]) -> Any:
 
 
 def _write_result(message: dict[str, Any]) -> None:
+    """Length-prefixed, so the executor knows the run is over without waiting for our exit."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    message["usage"] = {
+        "cpu_ms": round((usage.ru_utime + usage.ru_stime) * 1000, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 3),
+    }
     data = json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii")
-    view = memoryview(data)
+    view = memoryview(HEADER.pack(len(data)) + data)
     while view:
         view = view[os.write(RESULT_FD, view) :]
 

@@ -33,7 +33,7 @@ import pandas as pd
 from sandbox_runtime import osutil
 from sandbox_runtime.child import ChildPlan, run_child
 from sandbox_runtime.envelope import OutputCapture, error_info, make_envelope
-from sandbox_runtime.protocol import ACK, ChannelClosed, recv_message, send_message
+from sandbox_runtime.protocol import ACK, HEADER, ChannelClosed, recv_message, send_message
 
 CHILD_STATUSES = {"ok", "error", "memory", "limit"}
 # Imported once here so every run gets them copy-on-write instead of paying the import. It
@@ -176,18 +176,51 @@ class Spare:
                 os.close(fd)
 
 
-def _kill_tree(executor_pid: int) -> None:
-    """SIGKILL and reap every descendant; orphans come back to us because we are a subreaper."""
+def _kill_tree(executor_pid: int, keep: int | None = None) -> None:
+    """SIGKILL and reap every descendant but `keep` (a spare); orphans come back to us as we are
+    a subreaper."""
     for _ in range(1000):
-        victims = list(osutil.descendants(executor_pid))
+        victims = [pid for pid in osutil.descendants(executor_pid) if pid != keep]
         if not victims:
             return
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for pid in osutil.child_pids(executor_pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            if pid != keep:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+
+
+def _reap_finished() -> None:
+    """Reap the children that have finished exiting, without waiting for the others."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _stop_tree(executor_pid: int, timeout_s: float = 5.0) -> None:
+    """SIGKILL every descendant and return once none of them can run code any more.
+
+    Reaping (and the kernel's teardown of their memory) is left to `_kill_tree` after the
+    reply. A process being killed cannot fork; one forked just before is found next pass.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = [pid for pid in osutil.descendants(executor_pid) if osutil.can_run(pid)]
+        if not running:
+            return
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            _kill_tree(executor_pid)  # something is stuck in the kernel: wait it out
+            return
+        os.sched_yield()
 
 
 def _is_waiting(pid: int) -> bool:
@@ -208,9 +241,19 @@ def _read_available(fd: int) -> bytes | None:
     return data if data else None
 
 
+def _result_complete(raw: bytes | bytearray) -> bool:
+    if len(raw) < HEADER.size:
+        return False
+    (size,) = HEADER.unpack_from(raw)
+    return len(raw) >= HEADER.size + size
+
+
 def _parse_child_result(raw: bytes) -> dict[str, Any] | None:
+    (size,) = HEADER.unpack_from(raw)
+    if len(raw) != HEADER.size + size:
+        return None  # the code wrote to the result pipe itself
     try:
-        message = json.loads(raw)
+        message = json.loads(raw[HEADER.size :])
     except ValueError:
         return None
     if not isinstance(message, dict):
@@ -273,15 +316,23 @@ class Executor:
     def housekeeping(self) -> None:
         """Work kept off the request path: runs after a reply is sent, before the next request.
 
-        After a parse, hand freed parser memory back to the OS (a smaller resident set makes
-        every later fork cheaper). Recount the tasks of the run uid that RLIMIT_NPROC is set on
-        top of, since the parser's thread pool or the handler may have started threads.
+        The last run's processes were killed before the reply; the kernel may still be freeing
+        their memory, so reap only those that are done (the rest are reaped before the next run
+        starts). After a parse, hand freed parser memory back to the OS: a smaller resident set
+        makes every later fork cheaper. Recount the tasks of the run uid that RLIMIT_NPROC is
+        set on top of, since the parser's thread pool or the handler may have started threads.
+        Then fork the next run's child.
         """
+        recount = self._parsed or time.monotonic() - self._baseline_at > 5
+        if self.spare is None:
+            if recount:
+                _kill_tree(self.pid)  # every dying process gone, so the count below is exact
+            else:
+                _reap_finished()
         if self._parsed:
             osutil.release_free_memory()
             self._parsed = False
-            self._recount()
-        elif time.monotonic() - self._baseline_at > 5:
+        if recount:
             self._recount()
         if self.spare is None and self.scratch_root is not None:
             self.spare = self.fork_spare()
@@ -379,6 +430,8 @@ class Executor:
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
         spare = self._take_spare(set(request["frames"].values()))
+        # The last run's processes still count against RLIMIT_NPROC until they are reaped.
+        _kill_tree(self.pid, keep=spare.pid)
         limits = request["limits"]
         started = time.monotonic()
         try:
@@ -413,9 +466,9 @@ class Executor:
         selector.register(pidfd, selectors.EVENT_READ)
         deadline = started + limits["timeout_s"]
         reason: str | None = None
-        exited = False
+        exited = finished = False
         try:
-            while not exited and reason is None:
+            while not (exited or finished) and reason is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     reason = "timeout"
@@ -432,6 +485,7 @@ class Executor:
                         result += data
                         if len(result) > result_cap:
                             reason = "result"
+                        finished = _result_complete(result)
                     else:
                         captures[fd].feed(data)
                         if stdout.total + stderr.total > limits["flood_bytes"]:
@@ -439,41 +493,64 @@ class Executor:
         finally:
             selector.close()
             os.close(pidfd)
-        if reason is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _, wait_status, usage = os.wait4(pid, 0)
-        run_ms = (time.monotonic() - started) * 1000
+        # Stop everything the run started, even when it ended on its own (threads, daemons).
+        # What has not exited yet is killed and reaped after the reply: none of it can run
+        # code any more, and waiting for the kernel to tear down its memory would only add
+        # latency to the reply.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        _kill_tree(self.pid)
-        # Every writer is dead now: whatever is left in the pipes ends in EOF.
+        if not exited:
+            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid cannot have been reused
+        _stop_tree(self.pid)
+        run_ms = (time.monotonic() - started) * 1000
+        wait_status: int | None = None
+        usage = None
+        if exited:
+            _, wait_status, usage = os.wait4(pid, 0)  # already a zombie: returns at once
         for fd in (out_r, err_r, res_r):
-            while (data := _read_available(fd)) is not None and data:
+            while data := _read_available(fd):
                 if fd == res_r:
                     if len(result) <= result_cap:
                         result += data
                 else:
                     captures[fd].feed(data)
 
-        envelope = self._classify(reason, wait_status, bytes(result), limits)
+        envelope, reported = self._classify(reason, wait_status, bytes(result), limits)
         envelope["stdout"] = stdout.text()
         envelope["stdout_truncated"] = stdout.truncated
         envelope["stderr"] = stderr.text()
         envelope["stderr_truncated"] = stderr.truncated
-        envelope["metrics"].update(
-            {
-                "run_ms": round(run_ms, 3),
-                "cpu_ms": round((usage.ru_utime + usage.ru_stime) * 1000, 3),
-                "peak_rss_mb": round(usage.ru_maxrss / 1024, 3),
-            }
-        )
+        metrics: dict[str, Any] = {"run_ms": round(run_ms, 3)}
+        if usage is not None:
+            metrics["cpu_ms"] = round((usage.ru_utime + usage.ru_stime) * 1000, 3)
+            metrics["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 3)
+        elif reported is not None:
+            metrics.update(reported)
+        envelope["metrics"].update(metrics)
         return envelope
 
     def _classify(
-        self, reason: str | None, wait_status: int, raw: bytes, limits: dict[str, Any]
+        self, reason: str | None, wait_status: int | None, raw: bytes, limits: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The envelope for how the run ended, and the resource usage the child reported."""
+        message = _parse_child_result(raw) if _result_complete(raw) else None
+        reported = message.get("usage") if message is not None else None
+        if not (
+            isinstance(reported, dict)
+            and all(isinstance(reported.get(k), int | float) for k in ("cpu_ms", "peak_rss_mb"))
+        ):
+            reported = None
+        else:
+            reported = {k: float(reported[k]) for k in ("cpu_ms", "peak_rss_mb")}
+        return self._outcome(reason, wait_status, message, bool(raw), limits), reported
+
+    def _outcome(
+        self,
+        reason: str | None,
+        wait_status: int | None,
+        message: dict[str, Any] | None,
+        wrote: bool,
+        limits: dict[str, Any],
     ) -> dict[str, Any]:
         if reason == "timeout":
             return make_envelope(
@@ -495,7 +572,7 @@ class Executor:
             return make_envelope(
                 "limit", error=error_info("OutputLimit", "the result was too large and was dropped")
             )
-        if os.WIFSIGNALED(wait_status):
+        if message is None and wait_status is not None and os.WIFSIGNALED(wait_status):
             signum = os.WTERMSIG(wait_status)
             try:
                 name = signal.Signals(signum).name
@@ -521,12 +598,15 @@ class Executor:
             return make_envelope(
                 "error", error=error_info("Crash", f"the process crashed with {name}")
             )
-        message = _parse_child_result(raw) if raw else None
         if message is None:
-            code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else -1
+            code = (
+                os.WEXITSTATUS(wait_status)
+                if wait_status is not None and os.WIFEXITED(wait_status)
+                else -1
+            )
             text = (
                 f"the code ended the process (exit status {code}) before returning a result"
-                if not raw
+                if not wrote
                 else "the run returned a malformed result"
             )
             return make_envelope("error", error=error_info("ProcessExit", text))

@@ -111,6 +111,27 @@ def descendants(pid: int) -> Iterator[int]:
         stack.extend(child_pids(current))
 
 
+PF_EXITING = 0x4  # task->flags bit set as a task enters do_exit(): it never runs code again
+
+
+def can_run(pid: int) -> bool:
+    """True while any thread of `pid` may still execute code (not exiting, not a zombie)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] in ("Z", "X", "x") or int(fields[6]) & PF_EXITING:
+            continue
+        return True
+    return False
+
+
 def count_tasks_of_uid(uid: int) -> int:
     """Threads owned by `uid` (what RLIMIT_NPROC counts), from /proc/<pid>/status."""
     total = 0

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sandbox_runtime.config import MIB, RuntimeConfig
+from sandbox_runtime.osutil import can_run, child_pids
 from sandbox_runtime.runtime import Runtime
 from sandbox_runtime.sources import DirectorySource
 
@@ -40,22 +41,17 @@ class Sandbox:
         envelope = self.run("len(df)")
         assert envelope["status"] == "ok", envelope["error"]
         assert envelope["result"] == ROWS
-        # Nothing of the previous run is left. The executor may already hold the next run's
-        # child, forked after the reply: one process with no children, one empty directory.
+        # Nothing of the previous run can run any more (it may still be being reaped), and
+        # its files are gone. The executor may already hold the next run's child, forked after
+        # the reply: at most one live process with no children, one empty directory.
         executor_pid = self.runtime.executor_pid
         assert executor_pid is not None
-        children = _children(executor_pid)
-        assert len(children) <= 1
-        assert all(_children(child) == [] for child in children)
+        live = [pid for pid in child_pids(executor_pid) if can_run(pid)]
+        assert len(live) <= 1
+        assert all(not any(can_run(p) for p in child_pids(pid)) for pid in live)
         scratch = list((self.work_dir / "runs").iterdir())
         assert len(scratch) <= 1
         assert all(list(directory.iterdir()) == [] for directory in scratch)
-
-
-def _children(pid: int) -> list[int]:
-    from sandbox_runtime.osutil import child_pids
-
-    return child_pids(pid)
 
 
 @pytest.fixture(scope="module")

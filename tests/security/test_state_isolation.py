@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 
+from sandbox_runtime.osutil import can_run
 from tests.security.conftest import ROWS, Sandbox
 
 POLLUTE = textwrap.dedent(
@@ -62,7 +63,7 @@ def test_globals_patches_files_processes_and_threads_do_not_survive(sandbox: San
     assert polluted["threads"] == 2
 
     # Guards: process-tree kill (subreaper) and scratch removal, both before the reply.
-    assert not os.path.exists(f"/proc/{polluted['daemon']}")
+    assert not can_run(polluted["daemon"])
     assert not os.path.exists(polluted["note"])
 
     second = sandbox.run(INSPECT)

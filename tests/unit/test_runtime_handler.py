@@ -21,6 +21,7 @@ from moto import mock_aws
 
 from sandbox_runtime import handler
 from sandbox_runtime.envelope import encoded_size
+from sandbox_runtime.osutil import can_run
 from tests.conftest import FakeLambdaContext
 
 BUCKET = "sandbox-fleet-test-data"
@@ -233,15 +234,6 @@ def test_each_user_gets_their_own_unprivileged_uid_when_started_as_root(cloud: A
         assert envelope["result"] == [expected, expected, []]
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie has stopped running; its reaper may be slow)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 def _poll(condition: Any, timeout_s: float = 10) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -269,7 +261,7 @@ def test_a_run_dies_with_its_executor(cloud: Any) -> None:
 
         os.kill(executor_pid, signal.SIGKILL)
 
-        assert _poll(lambda: not _running(run_pid))
+        assert _poll(lambda: not can_run(run_pid))
     finally:
         caller.join(timeout=30)
         shutil.rmtree(drop, ignore_errors=True)
