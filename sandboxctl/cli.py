@@ -230,12 +230,18 @@ class App:
 
 def cmd_signup(app: App) -> int:
     a = app.args
+    before = app.cp.get_user(a.uid) if a.wait else None
     sent = app.cp.signup(a.uid, email=a.email)
     if not a.wait:
         app.emit(sent, f"signup of {a.uid!r} accepted (HTTP {sent['status_code']})")
         return EXIT_OK
-    with app.progress(f"waiting for {a.uid}") as tick:
-        user = app.cp.wait_for_user(a.uid, {"READY", "FAILED"}, a.timeout, tick)
+    if before is not None and before.get("status") == "READY":
+        user: dict[str, Any] | None = before  # a duplicate signup changes nothing
+    else:
+        with app.progress(f"waiting for {a.uid}") as tick:
+            user = app.cp.wait_for_user(
+                a.uid, {"READY", "FAILED"}, a.timeout, tick, baseline=before
+            )
     assert user is not None
     app.emit(user, render.users_table([user]))
     return EXIT_OK if user.get("status") == "READY" else EXIT_FAIL
@@ -243,12 +249,18 @@ def cmd_signup(app: App) -> int:
 
 def cmd_delete_user(app: App) -> int:
     a = app.args
+    before = app.cp.get_user(a.uid) if a.wait else None
     sent = app.cp.delete_user(a.uid)
     if not a.wait:
         app.emit(sent, f"deletion of {a.uid!r} accepted (HTTP {sent['status_code']})")
         return EXIT_OK
-    with app.progress(f"waiting for {a.uid} to be deleted") as tick:
-        user = app.cp.wait_for_user(a.uid, {"DELETED"}, a.timeout, tick, gone_is_final=True)
+    if before is not None and before.get("status") == "DELETED":
+        user: dict[str, Any] | None = before
+    else:
+        with app.progress(f"waiting for {a.uid} to be deleted") as tick:
+            user = app.cp.wait_for_user(
+                a.uid, {"DELETED"}, a.timeout, tick, gone_is_final=True, baseline=before
+            )
     result = user or {"uid": a.uid, "status": "DELETED"}
     app.emit(result, render.users_table([result]))
     return EXIT_OK

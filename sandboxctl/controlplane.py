@@ -94,6 +94,10 @@ class WaitTimeoutError(SandboxctlError):
     """A --wait ran past its deadline."""
 
 
+class WaitFailedError(SandboxctlError):
+    """The workflow a --wait follows ended without reaching the awaited status."""
+
+
 @dataclass(frozen=True)
 class Target:
     """Where the control plane lives. ``endpoint`` None means real AWS."""
@@ -499,9 +503,20 @@ class ControlPlane:
         timeout_s: float,
         on_tick: Callable[[str, float], None] | None = None,
         gone_is_final: bool = False,
+        baseline: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Poll the registry until the user's status is in `final` (or the item is gone)."""
+        """Poll the registry until the user's status is in `final` (or the item is gone).
+
+        `baseline` is the entry read before the request was sent: until a workflow touches the
+        entry again, its old status is not an answer. The workflow that owns the entry is in
+        `claimed_by`; once it has ended with the status still not final, waiting longer cannot
+        help, so this fails at once with its reason.
+        """
+        base = baseline or {}
+        base_owner = str(base.get("claimed_by") or "")
+        in_progress = base.get("status") in {"PROVISIONING", "DELETING"}
         status = "?"
+        checked_at = -1.0
         for elapsed in Poller(timeout_s):
             user = self.get_user(uid)
             if user is None and gone_is_final:
@@ -509,11 +524,45 @@ class ControlPlane:
             status = str(user.get("status")) if user else "NOT REGISTERED"
             if on_tick:
                 on_tick(status, elapsed)
-            if user is not None and status in final:
+            if user is None:
+                continue
+            owner = str(user.get("claimed_by") or "")
+            touched = (
+                baseline is None
+                or owner != base_owner
+                or user.get("updated_at") != base.get("updated_at")
+            )
+            if touched and status in final:
                 return user
+            watch = owner != base_owner or in_progress
+            if watch and owner.startswith("arn:") and elapsed - checked_at >= 1.0:
+                checked_at = elapsed
+                ended = self._ended_without(owner, uid, user)
+                if ended:
+                    raise WaitFailedError(ended)
         raise WaitTimeoutError(
             f"user {uid!r} still {status} after {timeout_s:.0f}s (waiting for {'/'.join(final)})"
         )
+
+    def _ended_without(self, execution_arn: str, uid: str, user: dict[str, Any]) -> str:
+        """Why the owning execution ended while the entry is unchanged ('' if still running)."""
+        try:
+            desc = self.client("stepfunctions").describe_execution(executionArn=execution_arn)
+        except ClientError:
+            return ""
+        if desc.get("status") == "RUNNING":
+            return ""
+        # The registry write and the execution's end are not atomic: read the entry once more.
+        again = self.get_user(uid)
+        if again is None or again.get("updated_at") != user.get("updated_at"):
+            return ""
+        reason = user.get("last_error") or " ".join(
+            f"{desc.get('error') or ''} {desc.get('cause') or ''}".split()
+        )
+        reason = reason or "no reason recorded (see `sandboxctl executions`)"
+        name = execution_arn.rsplit(":", 1)[-1]
+        text = f"user {uid!r} is still {user.get('status')}: {name} {desc.get('status')}: {reason}"
+        return text[:500]
 
     def wait_for_rollout(
         self,

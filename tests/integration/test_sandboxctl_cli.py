@@ -186,3 +186,45 @@ def test_a_forged_signup_is_refused_and_nothing_is_registered(
     with pytest.raises(cli.SandboxctlError, match="HTTP 401"):
         cp.signup(uid)
     assert cp.get_user(uid) is None
+
+
+def test_delete_user_wait_tombstones_the_user_and_removes_their_stack(
+    endpoint: str, desired_image: str, local_cloud: Any, tmp_path: Path
+) -> None:
+    uid = f"cli-delete-{uuid.uuid4().hex[:8]}"
+    signed = sandboxctl(endpoint, "signup", uid, "--wait", "--json")
+    assert signed.code == 0, signed.err
+    stack_name = signed.json()["stack_name"]
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    assert sandboxctl(endpoint, "upload", uid, str(data)).code == 0
+
+    res = sandboxctl(endpoint, "delete-user", uid, "--wait", "--timeout", "120", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["status"] == "DELETED"
+    cfn = local_cloud.client("cloudformation")
+    remaining = [
+        s["StackStatus"]
+        for s in cfn.list_stacks()["StackSummaries"]
+        if s["StackName"] == stack_name and s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    assert remaining == []
+    run = sandboxctl(endpoint, "run", uid, "--dataset", "x.csv", "--code", "1")
+    assert run.code == 1 and "DELETED, not READY" in run.err
+
+
+def test_executions_and_rollouts_show_what_the_workflows_did(
+    endpoint: str, ready_user: dict[str, Any], desired_image: str
+) -> None:
+    executions = sandboxctl(endpoint, "executions", "--workflow", "ProvisionUser", "--json")
+    assert executions.code == 0, executions.err
+    rows = executions.json()
+    assert any(e["status"] == "SUCCEEDED" for e in rows)
+    assert all("console_url" not in e for e in rows)  # links only on AWS
+
+    rollouts = sandboxctl(endpoint, "rollouts", "--json")
+    assert rollouts.code == 0, rollouts.err
+    mine = [r for r in rollouts.json() if r["image_digest"] == desired_image]
+    assert [r["status"] for r in mine] == ["COMPLETED"]
+    human = sandboxctl(endpoint, "rollouts")
+    assert "desired image: " in human.out and desired_image in human.out

@@ -475,13 +475,45 @@ def test_signup_rejects_a_bad_email_before_sending(fake_lambda: Cloud) -> None:
     assert res.err.startswith("sandboxctl: error: invalid email:")
 
 
+def workflow_writes(cloud: Cloud, uid: str, status: str, **attrs: Any) -> Any:
+    """A webhook answer that also does what the provisioning workflow would: update the entry."""
+
+    def answer(event: dict[str, Any]) -> dict[str, Any]:
+        cloud.put_user(
+            uid,
+            status,
+            claimed_by="arn:aws:states:us-east-1:123456789012:execution:P:new",
+            updated_at="2026-11-26T09:00:00.000Z",
+            **attrs,
+        )
+        return {"statusCode": 202, "body": ""}
+
+    return answer
+
+
 @pytest.mark.parametrize(("status", "code"), [("READY", 0), ("FAILED", 1)])
 def test_signup_wait_returns_the_final_status(fake_lambda: Cloud, status: str, code: int) -> None:
-    fake_lambda.put_user("frank", status, last_error="boom" if status == "FAILED" else None)
-    fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
+    error = "ROLLBACK_COMPLETE: quota" if status == "FAILED" else None
+    fake_lambda.lambda_answers.append(
+        workflow_writes(fake_lambda, "frank", status, last_error=error)
+    )
     res = run_cli("signup", "frank", "--wait", "--timeout", "5", "--json")
     assert res.code == code
-    assert res.json()["status"] == status
+    assert (res.json()["status"], res.json().get("last_error")) == (status, error)
+
+
+def test_signup_wait_of_a_ready_user_returns_at_once(fake_lambda: Cloud) -> None:
+    fake_lambda.put_user("ida", "READY")
+    fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
+    res = run_cli("signup", "ida", "--wait", "--timeout", "0.3", "--json")
+    assert res.code == 0 and res.json()["status"] == "READY"
+
+
+def test_signup_wait_ignores_an_old_failure_until_the_workflow_answers(fake_lambda: Cloud) -> None:
+    fake_lambda.put_user("jo", "FAILED", last_error="old failure", updated_at="2026-11-25")
+    fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
+    res = run_cli("signup", "jo", "--wait", "--timeout", "0.5")
+    assert res.code == 1 and "still FAILED after" in res.err
 
 
 def test_signup_wait_times_out_with_the_last_status(fake_lambda: Cloud) -> None:
@@ -489,6 +521,22 @@ def test_signup_wait_times_out_with_the_last_status(fake_lambda: Cloud) -> None:
     fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
     res = run_cli("signup", "gina", "--wait", "--timeout", "0.3")
     assert res.code == 1 and "still PROVISIONING" in res.err
+
+
+def test_wait_fails_fast_when_the_owning_workflow_ended(fake_lambda: Cloud) -> None:
+    sfn = fake_lambda.client("stepfunctions")
+    machine = fake_lambda.outputs["DeprovisionUserStateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, name="crashed")["executionArn"]
+    sfn.stop_execution(executionArn=execution)
+    fake_lambda.put_user(
+        "kim", "DELETING", claimed_by=execution, updated_at="t1", last_error="DELETE_FAILED: eni"
+    )
+    fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
+    res = run_cli("delete-user", "kim", "--wait", "--timeout", "60")
+    assert res.code == 1
+    assert res.err.strip() == (
+        "sandboxctl: error: user 'kim' is still DELETING: crashed ABORTED: DELETE_FAILED: eni"
+    )
 
 
 def test_signup_without_the_webhook_says_what_is_missing(cloud: Cloud) -> None:
