@@ -21,7 +21,9 @@ import pandas as pd
 from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.markup import escape
+from rich.panel import Panel
 from rich.rule import Rule
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -389,7 +391,10 @@ class Demo:
             with self.waiting(f"running {user.label}'s code in {user.label}'s sandbox"):
                 envelope = self.cp.run(user.uid, user.dataset, user.code)
             paths = save_figures(envelope, self.output_dir, f"{user.label.lower()}-chart")
-            self.say(f"user {user.label} ran {user.code.count(chr(10))} lines of pandas:")
+            self.say(f"user {user.label}'s code, run in {user.record.get('function_name')}:")
+            self.console.print(
+                Panel(Syntax(user.code.rstrip(), "python", theme="ansi_dark"), expand=False)
+            )
             self.console.print(render.envelope_renderable(envelope, paths))
             if envelope.get("status") != "ok":
                 raise DemoCheckFailed(

@@ -166,6 +166,13 @@ def _label(col: Any) -> str:
     return " / ".join(map(str, col)) if isinstance(col, list) else str(col)
 
 
+def cell(value: Any) -> str:
+    """A table cell: floats to at most 4 decimals (display only; --json keeps full precision)."""
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1e15 else repr(value)
+    return clip(value, 40)
+
+
 def frame_table(result: dict[str, Any], kind: str = "dataframe", max_rows: int = 50) -> Table:
     """A DataFrame/Series result (split orientation, as the runtime returns it) as a table."""
     data = list(result.get("data") or [])
@@ -187,7 +194,7 @@ def frame_table(result: dict[str, Any], kind: str = "dataframe", max_rows: int =
     for col in columns:
         t.add_column(escape(_label(col)), justify="right")
     for i, row in enumerate(data[:max_rows]):
-        cells = [escape(clip(v, 40)) for v in (row if isinstance(row, list) else [row])]
+        cells = [escape(cell(v)) for v in (row if isinstance(row, list) else [row])]
         if show_index:
             assert isinstance(index, list)
             cells.insert(0, escape(clip(_label(index[i]), 40)))

@@ -126,3 +126,10 @@ def test_save_figures_writes_pngs_and_refuses_other_data(tmp_path: Path) -> None
     with pytest.raises(SandboxctlError, match="not a PNG"):
         save_figures(bad, tmp_path / "bad", "run")
     assert not (tmp_path / "bad" / "run-1.png").exists()
+
+
+def test_table_cells_round_floats_for_display_only() -> None:
+    result = {"columns": ["mean"], "index": [0, 1], "data": [[112141.3043478261], [2.5]]}
+    out = text_of(render.result_renderable(result, "dataframe"))
+    assert "112141.3043" in out and "112141.30434" not in out
+    assert "2.5" in out and "2.5000" not in out
