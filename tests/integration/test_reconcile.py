@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -59,27 +59,24 @@ def test_a_bad_request_is_rejected_before_anything_is_written(fleet: Fleet) -> N
     assert reports == []
 
 
-def test_reconcile_repairs_a_deleted_stack_and_a_hand_changed_image(
-    fleet: Fleet, cloud_with_faults: Callable[..., LocalCloud]
-) -> None:
+@pytest.mark.timeout(1200)
+def test_reconcile_repairs_a_deleted_stack_and_a_hand_changed_image(fleet: Fleet) -> None:
     lost, tampered, fine = new_uids("reconcile", 3)
     fleet.sign_up([lost, tampered, fine])
     fleet.wait_status([lost, tampered, fine], {"READY"}, 300)
     desired = fleet.desired()["image_digest"]["S"]
-    # An older image that exists in the repository, to change a function to by hand.
-    stray = fleet.push(f"stray-{uuid.uuid4()}")
-    fleet.wait_rollout(stray, 300)
-    desired = fleet.desired()["image_digest"]["S"]
-    assert stray == desired
-    older = fleet.push(f"older-{uuid.uuid4()}")
-    fleet.wait_rollout(older, 300)
-    desired = older
-    fleet.wait_status([lost, tampered, fine], {"READY"}, 60)
+    # What someone might deploy by hand: an image from another repository (a push there starts
+    # no rollout), not the desired one.
+    elsewhere = f"hand-made-{secrets.token_hex(3)}"
+    elsewhere_uri = fleet.ecr.create_repository(repositoryName=elsewhere)["repository"][
+        "repositoryUri"
+    ]
+    stray = fleet.push(f"stray-{uuid.uuid4()}", repo=elsewhere)
 
     fleet.cfn.delete_stack(StackName=fleet.names(lost))
     wait_for(lambda: (not stack_exists(fleet, lost)) or None, 120, "the hand deletion")
     fleet.lam.update_function_code(
-        FunctionName=fleet.names(tampered), ImageUri=fleet.image_uri(stray)
+        FunctionName=fleet.names(tampered), ImageUri=f"{elsewhere_uri}@{stray}"
     )
     wait_for(
         lambda: fleet.function_digest(tampered) == stray or None, 60, "the hand-made image change"

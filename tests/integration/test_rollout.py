@@ -271,6 +271,7 @@ def new_uids(prefix: str, count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------- trigger
+@pytest.mark.timeout(600)
 def test_other_repository_delete_and_failure_events_start_no_rollout(fleet: Fleet) -> None:
     from moto.ecr.models import ecr_backends
 
@@ -327,6 +328,7 @@ def test_a_malformed_on_demand_request_is_rejected_and_writes_nothing(fleet: Fle
     assert fleet.rollout(bogus) is None
 
 
+@pytest.mark.timeout(600)
 def test_the_same_digest_pushed_twice_rolls_out_once(fleet: Fleet) -> None:
     label = f"twice-{uuid.uuid4()}"
     digest = fleet.push(label, tag="first-" + secrets.token_hex(3))
@@ -354,6 +356,7 @@ def test_the_same_digest_pushed_twice_rolls_out_once(fleet: Fleet) -> None:
 
 
 # ---------------------------------------------------------------------- the fleet moves
+@pytest.mark.timeout(1800)
 def test_two_hundred_users_reach_the_new_digest_under_throttling_and_slow_stacks(
     fleet: Fleet, cloud_with_faults: Callable[..., LocalCloud]
 ) -> None:
@@ -385,6 +388,7 @@ class _FirstUpdateFails(FaultProfile):
         return operation == "update" and attempt == 1
 
 
+@pytest.mark.timeout(900)
 def test_a_failing_canary_halts_restores_the_canary_and_touches_nobody_else(
     fleet: Fleet,
     cloud_with_faults: Callable[..., LocalCloud],
@@ -449,6 +453,7 @@ def test_a_failing_canary_halts_restores_the_canary_and_touches_nobody_else(
     assert "injected" in detail["failures"][0]["reason"]
 
 
+@pytest.mark.timeout(1200)
 def test_users_deleted_or_signing_up_during_a_rollout_end_in_the_right_state(
     fleet: Fleet,
     cloud_with_faults: Callable[..., LocalCloud],
@@ -470,7 +475,7 @@ def test_users_deleted_or_signing_up_during_a_rollout_end_in_the_right_state(
         fleet.sign_up([newcomer])
         rollout = fleet.wait_rollout(digest, 600)
         fleet.wait_status([newcomer], {"READY", "FAILED"}, 300)
-        fleet.wait_status([leaving], {"DELETED"}, 300)
+        fleet.wait_status([leaving], {"DELETED"}, 600)
     finally:
         cloud_with_faults(None)
 
