@@ -662,15 +662,17 @@ class ControlPlane:
             raise SandboxctlError(f"registry entry for {uid!r} has no user_digest")
         bucket = self.output("DataBucketName")
         key = f"users/{digest}/{name}"
-        body = path.read_bytes()
-        resp = self.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+        s3 = self.client("s3")
+        # Managed transfer: multipart for large files, streamed from disk.
+        s3.upload_file(str(path), bucket, key)
+        head = s3.head_object(Bucket=bucket, Key=key)
         return {
             "uid": uid,
             "bucket": bucket,
             "key": key,
             "dataset": name,
-            "bytes": len(body),
-            "etag": str(resp.get("ETag", "")).strip('"'),
+            "bytes": int(head["ContentLength"]),
+            "etag": str(head.get("ETag", "")).strip('"'),
         }
 
     def run(
