@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -642,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     os.close(null)
     osutil.make_non_dumpable()
     osutil.become_subreaper()
+    # Python 3.12 warns on every fork of a process with threads (here: pyarrow's idle pool,
+    # which re-creates itself after fork). The child runs single-threaded until the code starts.
+    warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     executor = Executor(
         sandbox_uid=int(os.environ.get("SANDBOX_SANDBOX_UID", "65534")),

@@ -21,6 +21,7 @@ from sandbox_runtime.sources import S3Source
 
 logger = Logger(service="sandbox-runtime")
 
+FUNCTION_MEMORY_RESERVE_MB = 512
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
@@ -42,6 +43,12 @@ def get_runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None:
             config = RuntimeConfig.from_env()
+            function_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+            if function_mb.isdigit() and "SANDBOX_MEMORY_MB" not in os.environ:
+                # Leave room for the handler and the executor (with its frames), so hitting the
+                # run's limit is a `memory` envelope, not the whole function running out.
+                budget = max(128, int(function_mb) - FUNCTION_MEMORY_RESERVE_MB)
+                config = config.with_overrides(memory_mb=min(budget, config.memory_mb))
             prefix = os.environ.get("USER_PREFIX", "")
             if prefix and "SANDBOX_SANDBOX_UID" not in os.environ:
                 uid = sandbox_uid_for(prefix)

@@ -268,3 +268,14 @@ def test_a_run_dies_with_its_executor(cloud: Any) -> None:
     assert outcome["status"] == "error"
     assert outcome["error"]["type"] == "ExecutorCrashed"
     assert invoke({"code": "2"})["result"] == 2
+
+
+def test_the_run_memory_budget_leaves_room_in_the_function(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler.shutdown_runtime()
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+    try:
+        assert handler.get_runtime().config.memory_mb == 1024 - handler.FUNCTION_MEMORY_RESERVE_MB
+    finally:
+        handler.shutdown_runtime()
