@@ -80,6 +80,8 @@ class LocalCloud:
         self.startup_seconds = 0.0
         self._server: Any = None
         self._admin_keys: tuple[str, str] | None = None
+        self._session: boto3.session.Session | None = None
+        self._session_lock = threading.Lock()
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -253,6 +255,7 @@ class LocalCloud:
             if _active is self:
                 _active = None
         self._started = False
+        self._session = None
 
     def __enter__(self) -> LocalCloud:
         return self.start()
@@ -296,7 +299,12 @@ class LocalCloud:
         """A boto3 client for `service` against the local cloud, as the operator."""
         kwargs.setdefault("endpoint_url", self.endpoint)
         kwargs.setdefault("region_name", self.region)
-        return self.session().client(service, **kwargs)
+        # Creating a session costs tens of milliseconds; clients themselves are thread-safe,
+        # session.client() is not, hence one shared session behind a lock.
+        with self._session_lock:
+            if self._session is None:
+                self._session = self.session()
+            return self._session.client(service, **kwargs)
 
     def session_for_role(self, role_arn: str, session_name: str = "local") -> boto3.session.Session:
         """Temporary credentials of `role_arn` exactly as its trusted service would receive them.

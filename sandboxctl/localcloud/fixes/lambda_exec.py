@@ -53,7 +53,9 @@ CREDENTIAL_SECONDS = 3600
 CREDENTIAL_MARGIN_SECONDS = 300
 MAX_IDLE_WORKERS = 16
 LOG_TAIL_BYTES = 4096
-_WORKER_SOURCE = (Path(__file__).resolve().parents[1] / "lambda_worker.py").read_text("utf-8")
+_WORKER = str(Path(__file__).resolve().parents[1] / "lambda_worker.py")
+# Run the worker file as __main__ without putting its directory (sandboxctl/) on sys.path.
+_BOOTSTRAP = "import sys; p = sys.argv[1]; exec(compile(open(p).read(), p, 'exec'))"
 
 
 class InvocationError(RuntimeError):
@@ -262,7 +264,7 @@ class Worker:
         }
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_SOURCE],
+                [sys.executable, "-c", _BOOTSTRAP, _WORKER],
                 cwd=spec.code_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
