@@ -37,8 +37,8 @@ from sandboxctl.controlplane import (
 )
 
 PASSED, FAILED, UNAVAILABLE, SKIPPED = "passed", "FAILED", "not available yet", "skipped"
-WAIT_READY_S = 45.0
-WAIT_ROLLOUT_S = 45.0
+WAIT_READY_S = 120.0  # deadlines, not expectations: a loaded CI runner is slow
+WAIT_ROLLOUT_S = 120.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

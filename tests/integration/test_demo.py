@@ -36,7 +36,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=280,  # inside pytest-timeout's 300 s, so a hang fails with the output
         check=False,
     )
     summary_path = out_dir / "summary.json"
