@@ -57,7 +57,6 @@ STATE_MACHINE_OUTPUTS = {
     "Reconcile": "ReconcileStateMachineArn",
 }
 USER_STATUSES = ("PROVISIONING", "READY", "FAILED", "DELETING", "DELETED")
-USER_FINAL = {"READY", "FAILED"}
 ROLLOUT_STATUSES = ("RUNNING", "COMPLETED", "HALTED", "SUPERSEDED")
 ROLLOUT_FINAL = {"COMPLETED", "HALTED", "SUPERSEDED"}
 # ECR's own tag rule.
@@ -106,7 +105,7 @@ class Target:
     region: str = DEFAULT_REGION
     endpoint: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)  # never in logs or errors
 
     @property
     def on_aws(self) -> bool:
