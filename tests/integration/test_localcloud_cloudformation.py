@@ -8,6 +8,7 @@ generated names, NoValue in lists, and rollback with resource events.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.integration.localcloud_support import (
 )
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 ASL = {
     "StartAt": "Answer",
@@ -273,3 +275,103 @@ def test_failed_update_rolls_back_to_the_previous_template(local_cloud: Any) -> 
         stateMachineArn=outputs(updated)["Arn"]
     )["definition"]
     assert json.loads(definition) == json.loads(good)
+
+
+def _user_stack_parameters(local_cloud: Any, stage: str, boundary: str, image: str) -> list[Any]:
+    digest = "a" * 26
+    values = {
+        "Stage": stage,
+        "UserDigest": digest,
+        "DataBucketName": local_cloud.outputs["DataBucketName"],
+        "UserPrefix": f"users/{digest}/",
+        "ImageUri": image,
+        "PermissionsBoundaryArn": boundary,
+    }
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
+
+
+def _template_boundary(local_cloud: Any) -> str:
+    return next(
+        physical
+        for logical, _, physical in local_cloud.resources
+        if logical == "SandboxPermissionsBoundary"
+    )
+
+
+def _service_role(local_cloud: Any) -> str:
+    name = next(
+        physical
+        for logical, _, physical in local_cloud.resources
+        if logical == "CloudFormationServiceRole"
+    )
+    arn: str = local_cloud.client("iam").get_role(RoleName=name)["Role"]["Arn"]
+    return arn
+
+
+@pytest.mark.parametrize(
+    ("case", "denied_action"),
+    [
+        ("other stage", "logs:CreateLogGroup"),
+        ("other boundary", "iam:CreateRole"),
+        ("other repository", "ecr:BatchGetImage"),
+    ],
+)
+def test_user_stack_is_limited_by_the_cloudformation_service_role(
+    local_cloud: Any, case: str, denied_action: str
+) -> None:
+    """templates/user-sandbox.yaml through the template's own CloudFormationServiceRole."""
+    ecr = local_cloud.client("ecr")
+    other_repo = ecr.create_repository(repositoryName=unique("lc-other"))["repository"]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"size": 10, "digest": "sha256:" + "2" * 64},
+            "layers": [],
+        }
+    )
+    digest = ecr.put_image(
+        repositoryName=other_repo["repositoryName"], imageManifest=manifest, imageTag="v1"
+    )["image"]["imageId"]["imageDigest"]
+    boundary = _template_boundary(local_cloud)
+    if case == "other boundary":
+        boundary = local_cloud.client("iam").create_policy(
+            PolicyName=unique("lc-loose"),
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )["Policy"]["Arn"]
+    stage = "other" if case == "other stage" else "local"
+    cfn = local_cloud.client("cloudformation")
+    name = unique("sbx-local-svc")
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=(ROOT / "templates" / "user-sandbox.yaml").read_text(),
+        Parameters=_user_stack_parameters(
+            local_cloud, stage, boundary, f"{other_repo['repositoryUri']}@{digest}"
+        ),
+        RoleARN=_service_role(local_cloud),
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    stack = wait_for(
+        lambda: (
+            (s := cfn.describe_stacks(StackName=name)["Stacks"][0])["StackStatus"].endswith(
+                "COMPLETE"
+            )
+            and s
+        ),
+        what="the user stack",
+    )
+    assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
+    events = cfn.describe_stack_events(StackName=name)["StackEvents"]
+    reasons = [
+        e.get("ResourceStatusReason") or ""
+        for e in events
+        if e["ResourceStatus"] == "CREATE_FAILED"
+    ]
+    assert len(reasons) == 1
+    assert f"not authorized to perform: {denied_action}" in reasons[0]
+    assert "assumed-role/" in reasons[0]

@@ -206,3 +206,57 @@ def test_trust_policies_decide_who_may_assume_a_role(local_cloud: Any) -> None:
                 RoleName=unique("lc-sfn"), AssumeRolePolicyDocument=trust("states.amazonaws.com")
             )["Role"]["Arn"]
         )
+
+
+@pytest.mark.parametrize("passed_to", [None, "lambda.amazonaws.com"])
+def test_handing_a_role_to_a_service_needs_pass_role_for_that_service(
+    local_cloud: Any, passed_to: str | None
+) -> None:
+    target = make_role(local_cloud, [], service="cloudformation.amazonaws.com")
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": "cloudformation:CreateStack", "Resource": "*"}
+    ]
+    if passed_to:
+        statements.append(
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": target,
+                "Condition": {"StringEquals": {"iam:PassedToService": passed_to}},
+            }
+        )
+    caller = make_role(local_cloud, statements)
+    cfn = local_cloud.session_for_role(caller).client(
+        "cloudformation", endpoint_url=local_cloud.endpoint
+    )
+    template = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    with pytest.raises(ClientError, match="iam:PassRole") as caught:
+        cfn.create_stack(StackName=unique("lc-pass"), TemplateBody=template, RoleARN=target)
+    assert error_code(caught.value) == "AccessDenied"
+    # Without handing over a role, the same principal may create the stack.
+    assert cfn.create_stack(StackName=unique("lc-pass"), TemplateBody=template)["StackId"]
+
+
+def test_pass_role_for_the_right_service_is_allowed(local_cloud: Any) -> None:
+    target = make_role(local_cloud, [], service="cloudformation.amazonaws.com")
+    caller = make_role(
+        local_cloud,
+        [
+            {"Effect": "Allow", "Action": "cloudformation:CreateStack", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": target,
+                "Condition": {
+                    "StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}
+                },
+            },
+        ],
+    )
+    cfn = local_cloud.session_for_role(caller).client(
+        "cloudformation", endpoint_url=local_cloud.endpoint
+    )
+    template = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    assert cfn.create_stack(StackName=unique("lc-pass"), TemplateBody=template, RoleARN=target)[
+        "StackId"
+    ]

@@ -19,12 +19,16 @@ the rest, exactly as a real provisioning failure would.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from sandboxctl.localcloud.fixes import FidelityCheckError
 from sandboxctl.localcloud.fixes._hooks import original, patch
 
 FAILED_RESOURCE_ATTR = "_sandbox_fleet_failed_resource"
+# Checks run before a resource is created or updated (operation "CREATE"/"UPDATE"), e.g. that
+# the stack's service role may do it; they raise to fail the resource.
+RESOURCE_CHECKS: list[Callable[[Any, str, dict[str, Any], Any, str], None]] = []
 
 
 def _validation_errors() -> tuple[type[BaseException], ...]:
@@ -94,6 +98,9 @@ def _parse_and_create_resource(
     if stack is not None:
         resource_event(stack, logical_id, resource_type, "CREATE_IN_PROGRESS")
     try:
+        for resource_check in RESOURCE_CHECKS:
+            if stack is not None:
+                resource_check(stack, logical_id, resource_json, resources_map, "CREATE")
         resource = original(parsing, "parse_and_create_resource")(
             logical_id, resource_json, resources_map, account_id, region_name
         )
@@ -108,6 +115,28 @@ def _parse_and_create_resource(
         physical = getattr(resource, "physical_resource_id", "")
         resource_event(stack, logical_id, resource_type, "CREATE_COMPLETE", str(physical or ""))
     return resource
+
+
+def _parse_and_update_resource(
+    logical_id: str,
+    resource_json: dict[str, Any],
+    resources_map: Any,
+    account_id: str,
+    region_name: str,
+) -> Any:
+    from moto.cloudformation import parsing
+
+    stack = _stack_of(resources_map)
+    try:
+        for resource_check in RESOURCE_CHECKS:
+            if stack is not None:
+                resource_check(stack, logical_id, resource_json, resources_map, "UPDATE")
+    except Exception as exc:
+        setattr(exc, FAILED_RESOURCE_ATTR, logical_id)
+        raise
+    return original(parsing, "parse_and_update_resource")(
+        logical_id, resource_json, resources_map, account_id, region_name
+    )
 
 
 def _create_resources(self: Any) -> None:
@@ -211,5 +240,6 @@ def apply() -> None:
     from moto.cloudformation.models import Stack
 
     patch(parsing, "parse_and_create_resource", _parse_and_create_resource)
+    patch(parsing, "parse_and_update_resource", _parse_and_update_resource)
     patch(Stack, "create_resources", _create_resources)
     patch(Stack, "update", _update)

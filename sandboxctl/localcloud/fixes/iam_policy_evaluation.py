@@ -27,6 +27,7 @@ import inspect
 import ipaddress
 import re
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -282,6 +283,11 @@ def _boundary_document(request: Any) -> Any:
     return backend.managed_policies.get(boundary_arn)
 
 
+# Further authorizations a request needs besides its own action (iam:PassRole, …): each check
+# receives the IAM request and raises (``request._raise_access_denied()``) to deny.
+EXTRA_CHECKS: list[Callable[[Any], None]] = []
+
+
 def _check_action_permitted(self: Any, resource: str) -> None:
     from moto.iam.access_control import IAMPolicy, IAMRequestBase, PermissionResult
 
@@ -295,8 +301,67 @@ def _check_action_permitted(self: Any, resource: str) -> None:
             result = IAMPolicy(boundary).is_action_permitted(self._action, resource)
             if result != PermissionResult.PERMITTED:
                 self._raise_access_denied()
+        for extra in EXTRA_CHECKS:
+            extra(self)
     finally:
         _context.values = None
+
+
+def evaluate(
+    policies: list[Any],
+    boundary: Any,
+    action: str,
+    resource: str,
+    context: dict[str, Any],
+) -> bool:
+    """IAM's decision for one action: some policy allows, none denies, the boundary allows."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    saved = getattr(_context, "values", None)
+    _context.values = context
+    try:
+        results = [IAMPolicy(p).is_action_permitted(action, resource) for p in policies]
+        if PermissionResult.DENIED in results or PermissionResult.PERMITTED not in results:
+            return False
+        if boundary is None:
+            return True
+        return bool(
+            IAMPolicy(boundary).is_action_permitted(action, resource) == PermissionResult.PERMITTED
+        )
+    finally:
+        _context.values = saved
+
+
+def request_allows(request: Any, action: str, resource: str, extra_context: dict[str, Any]) -> bool:
+    """Would the caller of `request` be allowed `action` on `resource` (with more context keys)?"""
+    context = {**request_context(request), **extra_context}
+    return evaluate(
+        request._access_key.collect_policies(),
+        _boundary_document(request),
+        action,
+        resource,
+        context,
+    )
+
+
+def role_allows(role_arn: str, action: str, resource: str, extra_context: dict[str, Any]) -> bool:
+    """Would a session of `role_arn` (say, a service acting with it) be allowed `action`?"""
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    parts = role_arn.split(":")
+    backend = iam_backends[parts[4]][get_partition(parts[3] or "us-east-1")]
+    role = backend.get_role_by_arn(role_arn)
+    policies: list[Any] = [role.policies[name] for name in role.policies]
+    policies += list(role.managed_policies.values())
+    boundary = backend.managed_policies.get(role.permissions_boundary_arn or "")
+    context = {
+        "aws:PrincipalArn": role_arn,
+        "aws:PrincipalAccount": parts[4],
+        "aws:SecureTransport": "true",
+        **extra_context,
+    }
+    return evaluate(policies, boundary, action, resource, context)
 
 
 def check() -> None:

@@ -1,0 +1,162 @@
+"""A stack created with a service role (``RoleARN``) acts with that role's permissions.
+
+AWS behaviour restored: CloudFormation assumes the stack's service role and makes every
+resource call with it, so the role's policies (and permissions boundary) decide what the stack
+may create: e.g. ``iam:CreateRole`` only for names under ``sbx-<stage>-*`` and only with the
+required ``iam:PermissionsBoundary``, ``iam:PassRole`` of the function's role to
+``lambda.amazonaws.com``, pulls of the function's image, ``lambda:CreateFunction`` only for
+the user's function. A call the role may not make fails that resource
+(``… is not authorized to perform: …``) and the stack rolls back. The role must trust
+``cloudformation.amazonaws.com``.
+
+moto 5.2.5 creates every resource regardless of the role. Hook: a check registered in
+``cloudformation_rollback.RESOURCE_CHECKS``, run before each resource is created or updated.
+Checked resource types: ``AWS::IAM::Role``, ``AWS::Lambda::Function``, ``AWS::Logs::LogGroup``
+(what the per-user stacks contain); others are created without a check.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from sandboxctl.localcloud.fixes import FidelityCheckError
+
+SESSION = "AWSCloudFormation"
+CLOUDFORMATION = "cloudformation.amazonaws.com"
+
+
+class ServiceRoleDenied(Exception):
+    """The stack's service role may not make a call this resource needs (AWS: AccessDenied)."""
+
+
+def _resolve(value: Any, resources_map: Any) -> Any:
+    from moto.cloudformation import parsing
+
+    return parsing.clean_json(value, resources_map)
+
+
+def _repository_arn(image_uri: str) -> str | None:
+    """``<acct>.dkr.ecr.<region>.amazonaws.com/<name>[:tag|@digest]`` -> the repository ARN."""
+    host, _, path = image_uri.partition("/")
+    parts = host.split(".")
+    if len(parts) < 4 or parts[1:3] != ["dkr", "ecr"]:
+        return None
+    name = path.split("@", 1)[0].split(":", 1)[0]
+    return f"arn:aws:ecr:{parts[3]}:{parts[0]}:repository/{name}"
+
+
+def required_calls(
+    stack: Any, resource_type: str, properties: dict[str, Any], operation: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(action, resource ARN, extra condition keys) CloudFormation makes for this resource."""
+    account, region = stack.account_id, stack.region_name
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    if resource_type == "AWS::IAM::Role" and operation == "CREATE":
+        name = properties.get("RoleName")
+        if not name:
+            return []  # a generated name: decided by CloudFormation, checked as the stack's own
+        arn = f"arn:aws:iam::{account}:role{properties.get('Path', '/')}{name}"
+        boundary = properties.get("PermissionsBoundary")
+        # iam:PermissionsBoundary is in the context of every call on a role that has one.
+        bounded = {"iam:PermissionsBoundary": boundary}
+        calls.append(("iam:CreateRole", arn, bounded))
+        calls += [("iam:PutRolePolicy", arn, bounded) for _ in properties.get("Policies") or []]
+        calls += [
+            ("iam:AttachRolePolicy", arn, {**bounded, "iam:PolicyARN": policy})
+            for policy in properties.get("ManagedPolicyArns") or []
+        ]
+    elif resource_type == "AWS::Lambda::Function":
+        name = properties.get("FunctionName")
+        if not name:
+            return []
+        arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
+        if operation == "CREATE":
+            calls.append(("lambda:CreateFunction", arn, {}))
+            calls.append(
+                (
+                    "iam:PassRole",
+                    properties["Role"],
+                    {"iam:PassedToService": "lambda.amazonaws.com"},
+                )
+            )
+        else:
+            calls.append(("lambda:UpdateFunctionCode", arn, {}))
+            calls.append(("lambda:UpdateFunctionConfiguration", arn, {}))
+        repository = _repository_arn((properties.get("Code") or {}).get("ImageUri") or "")
+        if repository:
+            calls.append(("ecr:BatchGetImage", repository, {}))
+            calls.append(("ecr:GetDownloadUrlForLayer", repository, {}))
+    elif resource_type == "AWS::Logs::LogGroup" and operation == "CREATE":
+        name = properties.get("LogGroupName")
+        if not name:
+            return []
+        arn = f"arn:aws:logs:{region}:{account}:log-group:{name}"
+        calls.append(("logs:CreateLogGroup", arn, {}))
+        if properties.get("RetentionInDays"):
+            calls.append(("logs:PutRetentionPolicy", arn, {}))
+    return [(a, r, {k: v for k, v in c.items() if v is not None}) for a, r, c in calls]
+
+
+def _trusts_cloudformation(role: Any) -> bool:
+    from sandboxctl.localcloud.fixes.lambda_exec import _trusts_service
+
+    return _trusts_service(role.assume_role_policy_document, CLOUDFORMATION)
+
+
+def check_resource(
+    stack: Any, logical_id: str, resource_json: dict[str, Any], resources_map: Any, operation: str
+) -> None:
+    """Raise ServiceRoleDenied when the stack's service role may not provision this resource."""
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    from sandboxctl.localcloud.fixes.iam_policy_evaluation import role_allows
+
+    role_arn = getattr(stack, "role_arn", None)
+    resource_type = resource_json.get("Type", "")
+    if not role_arn or resource_type not in (
+        "AWS::IAM::Role",
+        "AWS::Lambda::Function",
+        "AWS::Logs::LogGroup",
+    ):
+        return
+    condition = resource_json.get("Condition")
+    if condition and not resources_map.lazy_condition_map[condition]:
+        return
+    backend = iam_backends[stack.account_id][get_partition(stack.region_name)]
+    try:
+        role = backend.get_role_by_arn(role_arn)
+    except Exception as exc:
+        raise ServiceRoleDenied(f"Role {role_arn} is invalid or cannot be assumed") from exc
+    if not _trusts_cloudformation(role):
+        raise ServiceRoleDenied(f"Role {role_arn} is invalid or cannot be assumed")
+    properties = _resolve(resource_json.get("Properties") or {}, resources_map)
+    session = f"arn:aws:sts::{stack.account_id}:assumed-role/{role.name}/{SESSION}"
+    for action, resource, context in required_calls(stack, resource_type, properties, operation):
+        if not role_allows(role_arn, action, resource, context):
+            raise ServiceRoleDenied(
+                f"User: {session} is not authorized to perform: {action} on resource: "
+                f"{resource} (Service: {action.split(':')[0]}; Status Code: 403; "
+                "Error Code: AccessDenied)"
+            )
+
+
+def check() -> None:
+    from sandboxctl.localcloud.fixes import cloudformation_rollback, iam_policy_evaluation
+
+    if not hasattr(cloudformation_rollback, "RESOURCE_CHECKS"):
+        raise FidelityCheckError("cloudformation_rollback no longer runs resource checks")
+    if not hasattr(iam_policy_evaluation, "role_allows"):
+        raise FidelityCheckError("iam_policy_evaluation.role_allows is gone")
+    from moto.cloudformation.models import Stack
+
+    if "self.role_arn = role_arn" not in inspect.getsource(Stack.__init__):
+        raise FidelityCheckError("moto's Stack no longer keeps role_arn")
+
+
+def apply() -> None:
+    from sandboxctl.localcloud.fixes import cloudformation_rollback
+
+    if check_resource not in cloudformation_rollback.RESOURCE_CHECKS:
+        cloudformation_rollback.RESOURCE_CHECKS.append(check_resource)
