@@ -10,8 +10,13 @@ botocore ships the same ``serviceId`` for every service, so the table is derived
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
+import tempfile
+from pathlib import Path
 
+import botocore
 import botocore.session
 
 
@@ -34,10 +39,23 @@ def sdk_client_name(service_id: str) -> str:
 @functools.lru_cache(maxsize=1)
 def sdk_services() -> dict[str, tuple[str, str]]:
     """aws-sdk resource name (lower case) → (PascalCase SDK name, botocore service name)."""
+    # Loading ~450 service models takes seconds: derive once per botocore version, on disk.
+    cache = Path(tempfile.gettempdir()) / f"sandbox-fleet-sdk-names-{botocore.__version__}.json"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        return {k: (v[0], v[1]) for k, v in cached.items()}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        pass
     session = botocore.session.get_session()
     table: dict[str, tuple[str, str]] = {}
     for boto_name in session.get_available_services():
         service_id = session.get_service_model(boto_name).service_id
         pascal = sdk_client_name(str(service_id))
         table.setdefault(pascal.lower(), (pascal, boto_name))
+    staging = cache.with_name(f"{cache.name}.{os.getpid()}")
+    try:
+        staging.write_text(json.dumps(table), encoding="utf-8")
+        staging.replace(cache)
+    except OSError:
+        staging.unlink(missing_ok=True)
     return table
