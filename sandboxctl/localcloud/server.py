@@ -306,15 +306,19 @@ class LocalCloud:
                 self._session = self.session()
             return self._session.client(service, **kwargs)
 
-    def session_for_role(self, role_arn: str, session_name: str = "local") -> boto3.session.Session:
+    def session_for_role(
+        self, role_arn: str, session_name: str = "local", service: str | None = None
+    ) -> boto3.session.Session:
         """Temporary credentials of `role_arn` exactly as its trusted service would receive them.
 
         This is what a function's code holds at run time (and what an attacker who stole them
         would hold): STS AssumeRole credentials of the role, checked against its trust policy.
+        `service` defaults to the role's trusted service (Lambda when it trusts several).
         """
         from sandboxctl.localcloud.fixes import lambda_exec
 
-        creds = lambda_exec.assume_role_as_service(role_arn, session_name)
+        service = service or lambda_exec.trusted_service(role_arn)
+        creds = lambda_exec.assume_role_as_service(role_arn, session_name, service)
         return boto3.session.Session(
             aws_access_key_id=creds.access_key_id,
             aws_secret_access_key=creds.secret_access_key,

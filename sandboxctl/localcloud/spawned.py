@@ -63,7 +63,9 @@ def _child(conn: Connection, options: dict[str, Any]) -> None:
                 break
             try:
                 if request[0] == "assume":
-                    creds = lambda_exec.assume_role_as_service(request[1], request[2])
+                    role_arn, session_name, service = request[1:4]
+                    service = service or lambda_exec.trusted_service(role_arn)
+                    creds = lambda_exec.assume_role_as_service(role_arn, session_name, service)
                     reply: Any = (creds.access_key_id, creds.secret_access_key, creds.session_token)
                 else:
                     raise LocalCloudError(f"unknown request {request[0]!r}")
@@ -163,8 +165,10 @@ class SpawnedLocalCloud:
         kwargs.setdefault("config", Config(retries={"mode": "standard", "max_attempts": 3}))
         return self.session().client(service, **kwargs)
 
-    def session_for_role(self, role_arn: str, session_name: str = "local") -> boto3.session.Session:
-        key, secret, token = self._call("assume", role_arn, session_name)
+    def session_for_role(
+        self, role_arn: str, session_name: str = "local", service: str | None = None
+    ) -> boto3.session.Session:
+        key, secret, token = self._call("assume", role_arn, session_name, service)
         return boto3.session.Session(
             aws_access_key_id=key,
             aws_secret_access_key=secret,

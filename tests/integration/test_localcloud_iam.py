@@ -198,14 +198,19 @@ def test_trust_policies_decide_who_may_assume_a_role(local_cloud: Any) -> None:
     # ...but may assume one that trusts its account (its own policy allows sts:AssumeRole).
     credentials = sts.assume_role(RoleArn=account_trust, RoleSessionName="op")["Credentials"]
     assert credentials["AccessKeyId"] != local_cloud.admin_credentials[0]
-    # The Lambda service assumes the first; nobody but a trusted service gets the second's way.
+    # The Lambda service may assume the first; only Step Functions may assume a states role.
     assert local_cloud.session_for_role(lambda_only).get_credentials() is not None
-    with pytest.raises(Exception, match="does not trust"):
-        local_cloud.session_for_role(
-            iam.create_role(
-                RoleName=unique("lc-sfn"), AssumeRolePolicyDocument=trust("states.amazonaws.com")
-            )["Role"]["Arn"]
-        )
+    states_role = iam.create_role(
+        RoleName=unique("lc-sfn"), AssumeRolePolicyDocument=trust("states.amazonaws.com")
+    )["Role"]["Arn"]
+    identity = (
+        local_cloud.session_for_role(states_role)
+        .client("sts", endpoint_url=local_cloud.endpoint)
+        .get_caller_identity()
+    )
+    assert identity["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/lc-sfn-")
+    with pytest.raises(Exception, match="does not trust lambda.amazonaws.com"):
+        local_cloud.session_for_role(states_role, service="lambda.amazonaws.com")
 
 
 @pytest.mark.parametrize("passed_to", [None, "lambda.amazonaws.com"])

@@ -117,6 +117,32 @@ def _trusts_service(policy_document: Any, service: str) -> bool:
     return False
 
 
+def _role(role_arn: str) -> Any:
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    account_id = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+    try:
+        return iam_backends[account_id][get_partition(_settings.region)].get_role_by_arn(role_arn)
+    except Exception as exc:
+        raise InvocationError(
+            "InvalidParameterValueException", f"The role {role_arn} does not exist"
+        ) from exc
+
+
+def trusted_service(role_arn: str) -> str:
+    """The service principal a role trusts (Lambda first), or Lambda when it trusts none."""
+    document = _role(role_arn).assume_role_policy_document
+    document = json.loads(document) if isinstance(document, str) else document
+    statements = document.get("Statement", [])
+    services: list[str] = []
+    for statement in statements if isinstance(statements, list) else [statements]:
+        principal = statement.get("Principal", {})
+        found = principal.get("Service", []) if isinstance(principal, dict) else []
+        services += [found] if isinstance(found, str) else list(found)
+    return LAMBDA_PRINCIPAL if LAMBDA_PRINCIPAL in services or not services else services[0]
+
+
 def assume_role_as_service(
     role_arn: str, session_name: str, service: str = LAMBDA_PRINCIPAL
 ) -> Credentials:
@@ -125,18 +151,12 @@ def assume_role_as_service(
     The Lambda service is not an IAM principal of the account, so this goes to the STS backend
     directly, as AWS's own service does, after the trust-policy check AWS makes.
     """
-    from moto.iam.models import iam_backends
     from moto.sts.models import sts_backends
     from moto.utilities.utils import get_partition
 
-    account_id = role_arn.split(":")[4]
+    account_id = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
     partition = get_partition(_settings.region)
-    try:
-        role = iam_backends[account_id][partition].get_role_by_arn(role_arn)
-    except Exception as exc:
-        raise InvocationError(
-            "InvalidParameterValueException", f"The role {role_arn} does not exist"
-        ) from exc
+    role = _role(role_arn)
     if not _trusts_service(role.assume_role_policy_document, service):
         raise InvocationError(
             "InvalidParameterValueException",
