@@ -150,6 +150,10 @@ class LocalCloud:
                 raise LocalCloudError(f"{path}: HTTP {response.status}")
 
     def _configure_moto(self) -> None:
+        # moto's state outlives a stopped cloud in this process: start from an empty account,
+        # with enforcement off until the operator user exists.
+        self._moto_api("/moto-api/reset-auth", b"inf", "text/plain")
+        self._moto_api("/moto-api/reset", b"", "application/json")
         config = {"stepfunctions": {"execute_state_machine": True}}
         self._moto_api("/moto-api/config", json.dumps(config).encode(), "application/json")
 
