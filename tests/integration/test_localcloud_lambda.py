@@ -236,3 +236,20 @@ def test_image_function_reports_the_digest_it_runs(
     digest = image_uri.split("@sha256:")[1]
     assert code["Configuration"]["CodeSha256"] == digest
     assert code["Code"]["ResolvedImageUri"] == image_uri
+
+
+def test_credentials_near_expiry_get_a_fresh_environment(
+    local_cloud: Any, probe_function: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandboxctl.localcloud.fixes import lambda_exec
+
+    name = probe_function()
+    _, first = invoke(local_cloud, name, {})
+    # Pretend every credential is within the refresh margin of its expiry.
+    monkeypatch.setattr(
+        lambda_exec, "CREDENTIAL_MARGIN_SECONDS", lambda_exec.CREDENTIAL_SECONDS + 60
+    )
+    _, second = invoke(local_cloud, name, {})
+    assert second["pid"] != first["pid"]
+    assert second["access_key"] != first["access_key"]
+    assert second["identity"].rsplit("/", 1)[0] == first["identity"].rsplit("/", 1)[0]
