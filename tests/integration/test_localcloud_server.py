@@ -92,3 +92,19 @@ def test_a_spawned_cloud_is_independent_of_this_one(
     )
     s3 = other.session_for_role(role).client("s3", endpoint_url=other.endpoint)
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_a_template_that_fails_to_deploy_is_reported_with_its_reason(
+    tmp_path: Any, spawn_cloud: Callable[..., Any]
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Resources:\n"
+        "  Machine:\n"
+        "    Type: AWS::StepFunctions::StateMachine\n"
+        "    Properties:\n"
+        "      RoleArn: arn:aws:iam::123456789012:role/nobody\n"
+        '      DefinitionString: \'{"StartAt": "Nowhere", "States": {}}\'\n'
+    )
+    with pytest.raises(server.LocalCloudError, match=r"ROLLBACK_COMPLETE.*Machine"):
+        spawn_cloud(template=template)
