@@ -209,7 +209,7 @@ def test_trust_policies_decide_who_may_assume_a_role(local_cloud: Any) -> None:
         .get_caller_identity()
     )
     assert identity["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/lc-sfn-")
-    with pytest.raises(Exception, match="does not trust lambda.amazonaws.com"):
+    with pytest.raises(Exception, match=r"does not trust lambda\.amazonaws\.com"):
         local_cloud.session_for_role(states_role, service="lambda.amazonaws.com")
 
 
