@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,31 @@ def test_credentials_near_expiry_get_a_fresh_environment(
     assert second["pid"] != first["pid"]
     assert second["access_key"] != first["access_key"]
     assert second["identity"].rsplit("/", 1)[0] == first["identity"].rsplit("/", 1)[0]
+
+
+def test_reserved_concurrency_throttles_the_excess(
+    local_cloud: Any, probe_function: Callable[..., str]
+) -> None:
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from sandboxctl.localcloud.fixes import lambda_exec
+
+    lam = local_cloud.client("lambda", config=Config(retries={"total_max_attempts": 1}))
+    stopped = probe_function()
+    lam.put_function_concurrency(FunctionName=stopped, ReservedConcurrentExecutions=0)
+    with pytest.raises(ClientError) as caught:
+        lam.invoke(FunctionName=stopped, Payload=b"{}")
+    assert caught.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+    single = probe_function()
+    lam.put_function_concurrency(FunctionName=single, ReservedConcurrentExecutions=1)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(invoke, local_cloud, single, {"sleep": 2})
+        wait_for(lambda: lambda_exec._inflight.get(single) == 1, what="the first invocation")
+        with pytest.raises(ClientError) as caught:
+            lam.invoke(FunctionName=single, Payload=b"{}")
+        assert caught.value.response["Error"]["Code"] == "TooManyRequestsException"
+        assert slow.result()[0] is None
+    assert lam.invoke(FunctionName=single, Payload=b"{}")["StatusCode"] == 200

@@ -5,7 +5,9 @@ EventBridge target) runs the function's code in an isolated execution environmen
 function's configured environment variables and temporary credentials of the function's
 execution role (the Lambda service assumes the role, which must trust ``lambda.amazonaws.com``).
 Environments stay warm between invocations, one per concurrent request, and are recycled after
-a crash, a timeout, a code/configuration change or when their credentials near expiry. Handler
+a crash, a timeout, a code/configuration change or when their credentials near expiry; a
+function's reserved concurrency caps its simultaneous synchronous runs (the excess gets
+``TooManyRequestsException``, HTTP 429). Handler
 exceptions come back as ``FunctionError: Unhandled`` with an ``errorMessage``/``errorType``
 payload; a timeout as ``Sandbox.Timedout``.
 
@@ -478,6 +480,33 @@ def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
     return run_function(self, {} if event is None else event)
 
 
+_inflight: dict[str, int] = {}
+_inflight_lock = threading.Lock()
+
+
+def _throttled() -> Exception:
+    from moto.awslambda.exceptions import LambdaClientError
+
+    error = LambdaClientError("TooManyRequestsException", "Rate Exceeded.")
+    error.code = 429
+    return error
+
+
+def _reserve(fn: Any) -> None:
+    """Count a synchronous invocation against the function's reserved concurrency."""
+    reserved = fn.reserved_concurrency
+    with _inflight_lock:
+        running = _inflight.get(fn.function_name, 0)
+        if reserved is not None and running >= int(reserved):
+            raise _throttled()
+        _inflight[fn.function_name] = running + 1
+
+
+def _release(fn: Any) -> None:
+    with _inflight_lock:
+        _inflight[fn.function_name] = max(0, _inflight.get(fn.function_name, 1) - 1)
+
+
 def _invoke(self: Any, body: Any, request_headers: Any, response_headers: Any) -> str | bytes:
     event = json.loads(body) if body else {}
     invocation_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
@@ -487,7 +516,12 @@ def _invoke(self: Any, body: Any, request_headers: Any, response_headers: Any) -
         # Asynchronous: accepted now (202), run later in the background, as Lambda does.
         _async_invocations.submit(self._invoke_lambda, event)
         return b""
-    payload, errored, logs = self._invoke_lambda(event=event)
+    # Reserved concurrency caps simultaneous runs (0 = never runs): the excess is throttled.
+    _reserve(self)
+    try:
+        payload, errored, logs = self._invoke_lambda(event=event)
+    finally:
+        _release(self)
     if errored:
         response_headers["x-amz-function-error"] = "Unhandled"
     tail = logs.encode("utf-8")[-LOG_TAIL_BYTES:]
