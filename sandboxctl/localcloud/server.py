@@ -25,6 +25,8 @@ from typing import Any, TextIO
 
 import boto3
 from botocore.config import Config
+from moto import settings
+from moto.core.authorization import ActionAuthenticatorMixin
 
 from sandboxctl.localcloud import deploy
 from sandboxctl.localcloud import fixes as fixes_pkg
@@ -37,6 +39,8 @@ ADMIN_USER = "sandbox-fleet-local-admin"
 # Parameters the template needs that have no sensible default outside a real account.
 DEFAULT_PARAMETERS = {"Stage": "local", "FirebaseProjectId": "sandbox-fleet-local"}
 STACK_DEADLINE_SECONDS = 120.0
+# Process environment that start() sets for moto's interpreter and image functions.
+_PROCESS_ENVIRON = ("MOTO_PORT", "MOTO_LAMBDA_STUB_ECR")
 _TERMINAL_FAILURES = ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED")
 
 _active_lock = threading.Lock()
@@ -83,6 +87,7 @@ class LocalCloud:
         self._session: boto3.session.Session | None = None
         self._session_lock = threading.Lock()
         self._started = False
+        self._saved_environ: dict[str, str | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalCloud:
@@ -124,6 +129,7 @@ class LocalCloud:
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         # The Step Functions interpreter calls http://localhost:$MOTO_PORT for service tasks.
+        self._saved_environ = {k: os.environ.get(k) for k in _PROCESS_ENVIRON}
         os.environ["MOTO_PORT"] = str(port)
         # As on AWS, an image function needs its image in ECR; CodeSha256 is the image digest.
         os.environ["MOTO_LAMBDA_STUB_ECR"] = "false"
@@ -246,6 +252,21 @@ class LocalCloud:
         if bucket and key and user_template.exists():
             s3.put_object(Bucket=bucket, Key=key, Body=user_template.read_bytes())
 
+    def _restore_process_state(self) -> None:
+        """Undo what start() changed in this process beyond the server itself.
+
+        IAM enforcement and these variables are process-global in moto: left behind, they make
+        every later in-process moto user (e.g. ``mock_aws`` unit tests) reject its own requests.
+        """
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+        ActionAuthenticatorMixin.request_count = 0
+        for key, value in self._saved_environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environ = {}
+
     def stop(self) -> None:
         """Stop worker processes and the server; safe to call twice."""
         global _active
@@ -255,6 +276,7 @@ class LocalCloud:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        self._restore_process_state()
         with _active_lock:
             if _active is self:
                 _active = None

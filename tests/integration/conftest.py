@@ -19,9 +19,13 @@ from sandboxctl.localcloud.server import LocalCloud
 from sandboxctl.localcloud.spawned import SpawnedLocalCloud
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_cloud() -> Iterator[LocalCloud]:
-    """The session's LocalCloud, deployed from template.yaml with IAM enforcement on."""
+    """The suite's LocalCloud, deployed from template.yaml with IAM enforcement on.
+
+    Package-scoped, so it stops (and gives moto's process-global state back) before tests
+    outside tests/integration run in the same pytest process.
+    """
     # SANDBOXCTL_LOCAL_TEMPLATE runs the suite against another copy of the application.
     override = os.environ.get("SANDBOXCTL_LOCAL_TEMPLATE")
     cloud = LocalCloud(faults=None, template=Path(override) if override else None)
