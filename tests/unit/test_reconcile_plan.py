@@ -26,6 +26,8 @@ from fleet.reconcile import (
 from moto import mock_aws
 from pydantic import ValidationError
 
+from tests.unit.control_plane_helpers import create_registry_table
+
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 STAGE = "test"
 
@@ -144,25 +146,7 @@ def test_firebase_listing_reads_every_page() -> None:
 def aws() -> Iterator[dict[str, Any]]:
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
-        dynamodb.create_table(
-            TableName="registry",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "status", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "ByStatus",
-                    "KeySchema": [
-                        {"AttributeName": "status", "KeyType": "HASH"},
-                        {"AttributeName": "pk", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
+        create_registry_table(dynamodb, "registry")
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="plans")
         yield {"dynamodb": dynamodb, "s3": s3, "cloudformation": boto3.client("cloudformation")}

@@ -14,6 +14,8 @@ from fleet.rollout import ManifestError, ManifestRequest, manifest_key, write_ma
 from moto import mock_aws
 from pydantic import ValidationError
 
+from tests.unit.control_plane_helpers import create_registry_table
+
 TABLE = "registry"
 BUCKET = "rollout-manifests"
 ROLLOUT = "a" * 64
@@ -23,25 +25,7 @@ ROLLOUT = "a" * 64
 def aws() -> Iterator[tuple[Any, Any]]:
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
-        dynamodb.create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "status", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "ByStatus",
-                    "KeySchema": [
-                        {"AttributeName": "status", "KeyType": "HASH"},
-                        {"AttributeName": "pk", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
+        create_registry_table(dynamodb, TABLE)
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         yield dynamodb, s3
