@@ -10,15 +10,13 @@ from __future__ import annotations
 import atexit
 import json
 import tempfile
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from sandboxctl.localcloud import server
+from tests.integration.localcloud_support import unique, wait_for
 
 T = TypeVar("T")
 ACCOUNT = server.DEFAULT_ACCOUNT
@@ -48,22 +46,6 @@ def cloud(request: pytest.FixtureRequest) -> server.LocalCloud:
     except pytest.FixtureLookupError:
         return _own_cloud()
     return shared
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_role(cloud: server.LocalCloud, principal: str, statements: list[dict[str, Any]]) -> str:

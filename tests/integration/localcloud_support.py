@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
+
 T = TypeVar("T")
 LAMBDA = "lambda.amazonaws.com"
 
@@ -26,6 +28,24 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def wait_for_value(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `probe`, backing off to 2 s, until it returns anything but None (0 and {} count).
+
+    For the slower control-plane and rollout waits, where polling less often also spares the
+    throttled APIs the test is exercising.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
 
 
 def trust(service: str = LAMBDA) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -23,25 +22,12 @@ from sandboxctl.controlplane import ControlPlane, webhook_event
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile
 from sandboxctl.localcloud.server import LocalCloud
+from tests.integration.localcloud_support import wait_for_value as wait_for
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 FINAL = {"READY", "FAILED"}
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll until `probe` returns something other than None; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
 
 
 def new_uid(label: str = "user") -> str:

@@ -18,9 +18,8 @@ from tests.integration.fidelity_support import (
     make_role,
     queue,
     receive,
-    unique,
-    wait_for,
 )
+from tests.integration.localcloud_support import unique, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["cloud"]

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile, FaultProfileError, TokenBucket
-from tests.integration.fidelity_support import cloud, make_role, unique, wait_for
+from tests.integration.fidelity_support import cloud, make_role
+from tests.integration.localcloud_support import unique, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["cloud"]

@@ -15,8 +15,8 @@ from tests.integration.fidelity_support import (
     create_machine,
     make_role,
     run,
-    unique,
 )
+from tests.integration.localcloud_support import unique
 
 pytestmark = pytest.mark.integration
 __all__ = ["cloud"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,25 +22,12 @@ from fleet.models import iso_utc
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile
 from sandboxctl.localcloud.server import LocalCloud
+from tests.integration.localcloud_support import wait_for_value as wait_for
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 FINAL_ROLLOUT = {"COMPLETED", "HALTED", "SUPERSEDED"}
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `probe` until it returns something other than None; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
 
 
 def manifest(label: str) -> str:
