@@ -10,6 +10,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 NODE_BIN := node_modules/.bin
 ENV ?= dev
+SAM_DEPLOY_FLAGS ?=
 export AWS_DEFAULT_REGION ?= us-east-1
 
 PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests
@@ -62,8 +63,8 @@ format: $(BIN)/.installed ## Format and autofix with ruff
 build: $(SAM_VENV)/.installed ## sam build
 	$(SAM) build
 
-deploy: build ## sam deploy --config-env ENV (default dev; ENV=prod asks to confirm)
-	$(SAM) deploy --config-env $(ENV)
+deploy: build ## sam deploy --config-env ENV (default dev; ENV=prod asks to confirm; CI adds SAM_DEPLOY_FLAGS=--no-confirm-changeset)
+	$(SAM) deploy --config-env $(ENV) $(SAM_DEPLOY_FLAGS)
 
 bench: $(BIN)/.installed ## Run the benchmarks in bench/ and print their figures
 	$(BIN)/python bench/runtime.py
