@@ -54,7 +54,8 @@ def test_deploy_job_is_gated_by_the_github_environment_of_the_stage() -> None:
     workflow = deploy_workflow()
     job = workflow["jobs"]["deploy"]
     assert job["environment"] == "${{ inputs.environment || 'dev' }}"
-    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean true.
+    triggers: Any = workflow.get("on") or workflow.get(True)  # type: ignore[call-overload]
     assert "prod" in triggers["workflow_dispatch"]["inputs"]["environment"]["options"]
     # A push to main only ever deploys dev; prod is a manual dispatch, held for its reviewers.
     assert job["env"]["DEPLOY_ENV"] == "${{ inputs.environment || 'dev' }}"
@@ -79,7 +80,7 @@ def test_image_is_built_for_arm64_with_emulation_and_without_attestations() -> N
     functions = template()["Globals"]["Function"]["Architectures"]
     assert functions == ["arm64"]
     script = PUSH_IMAGE.read_text()
-    for flag in ("--platform \"$platform\"", "--provenance=false", "--sbom=false"):
+    for flag in ('--platform "$platform"', "--provenance=false", "--sbom=false"):
         assert flag in script
     assert "platform=linux/arm64" in script
     image_step = next(s for s in steps() if s.get("id") == "image")
