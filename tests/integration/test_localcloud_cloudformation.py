@@ -308,6 +308,52 @@ def _service_role(local_cloud: Any) -> str:
     return arn
 
 
+def _failed_user_stack(
+    local_cloud: Any, role_arn: str, boundary: str, image: str, stage: str = "local"
+) -> tuple[dict[str, Any], list[str]]:
+    """Create templates/user-sandbox.yaml through ``role_arn``; the final stack and failures."""
+    cfn = local_cloud.client("cloudformation")
+    name = unique("sbx-local-svc")
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=(ROOT / "templates" / "user-sandbox.yaml").read_text(),
+        Parameters=_user_stack_parameters(local_cloud, stage, boundary, image),
+        RoleARN=role_arn,
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    stack = wait_for(
+        lambda: (
+            (s := cfn.describe_stacks(StackName=name)["Stacks"][0])["StackStatus"].endswith(
+                "COMPLETE"
+            )
+            and s
+        ),
+        what="the user stack",
+    )
+    events = cfn.describe_stack_events(StackName=name)["StackEvents"]
+    reasons = [
+        e.get("ResourceStatusReason") or ""
+        for e in events
+        if e["ResourceStatus"] == "CREATE_FAILED"
+    ]
+    return stack, reasons
+
+
+def _pushed_image(local_cloud: Any, repository: str, repository_uri: str, fill: str) -> str:
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"size": 10, "digest": "sha256:" + fill * 64},
+            "layers": [],
+        }
+    )
+    digest = local_cloud.client("ecr").put_image(
+        repositoryName=repository, imageManifest=manifest, imageTag=unique("v")
+    )["image"]["imageId"]["imageDigest"]
+    return f"{repository_uri}@{digest}"
+
+
 @pytest.mark.parametrize(
     ("case", "denied_action"),
     [
@@ -322,17 +368,9 @@ def test_user_stack_is_limited_by_the_cloudformation_service_role(
     """templates/user-sandbox.yaml through the template's own CloudFormationServiceRole."""
     ecr = local_cloud.client("ecr")
     other_repo = ecr.create_repository(repositoryName=unique("lc-other"))["repository"]
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"size": 10, "digest": "sha256:" + "2" * 64},
-            "layers": [],
-        }
+    image = _pushed_image(
+        local_cloud, other_repo["repositoryName"], other_repo["repositoryUri"], "2"
     )
-    digest = ecr.put_image(
-        repositoryName=other_repo["repositoryName"], imageManifest=manifest, imageTag="v1"
-    )["image"]["imageId"]["imageDigest"]
     boundary = _template_boundary(local_cloud)
     if case == "other boundary":
         boundary = local_cloud.client("iam").create_policy(
@@ -345,33 +383,51 @@ def test_user_stack_is_limited_by_the_cloudformation_service_role(
             ),
         )["Policy"]["Arn"]
     stage = "other" if case == "other stage" else "local"
-    cfn = local_cloud.client("cloudformation")
-    name = unique("sbx-local-svc")
-    cfn.create_stack(
-        StackName=name,
-        TemplateBody=(ROOT / "templates" / "user-sandbox.yaml").read_text(),
-        Parameters=_user_stack_parameters(
-            local_cloud, stage, boundary, f"{other_repo['repositoryUri']}@{digest}"
-        ),
-        RoleARN=_service_role(local_cloud),
-        Capabilities=["CAPABILITY_NAMED_IAM"],
-    )
-    stack = wait_for(
-        lambda: (
-            (s := cfn.describe_stacks(StackName=name)["Stacks"][0])["StackStatus"].endswith(
-                "COMPLETE"
-            )
-            and s
-        ),
-        what="the user stack",
+    stack, reasons = _failed_user_stack(
+        local_cloud, _service_role(local_cloud), boundary, image, stage
     )
     assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
-    events = cfn.describe_stack_events(StackName=name)["StackEvents"]
-    reasons = [
-        e.get("ResourceStatusReason") or ""
-        for e in events
-        if e["ResourceStatus"] == "CREATE_FAILED"
-    ]
     assert len(reasons) == 1
     assert f"not authorized to perform: {denied_action}" in reasons[0]
     assert "assumed-role/" in reasons[0]
+
+
+@pytest.mark.parametrize(
+    "dropped",
+    [
+        "lambda:GetFunctionRecursionConfig",  # the Lambda create/read handlers call it
+        "logs:GetDataProtectionPolicy",  # the log group read handler
+        "iam:GetRolePolicy",  # the role create handler
+    ],
+)
+def test_a_service_role_short_of_one_handler_permission_fails_the_user_stack(
+    local_cloud: Any, dropped: str
+) -> None:
+    """The template's CloudFormationServiceRole less one permission its handlers call."""
+    iam = local_cloud.client("iam")
+    original = _service_role(local_cloud).rsplit("/", 1)[-1]
+    role = iam.get_role(RoleName=original)["Role"]
+    short = unique("lc-short")
+    iam.create_role(
+        RoleName=short, AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"])
+    )
+    for policy_name in iam.list_role_policies(RoleName=original)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=original, PolicyName=policy_name)["PolicyDocument"]
+        for statement in document["Statement"]:
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
+            statement["Action"] = [a for a in actions if a != dropped] or ["sts:GetCallerIdentity"]
+        iam.put_role_policy(
+            RoleName=short, PolicyName=policy_name, PolicyDocument=json.dumps(document)
+        )
+    repository_uri = local_cloud.outputs["SandboxRepositoryUri"]
+    image = _pushed_image(local_cloud, repository_uri.split("/", 1)[1], repository_uri, "3")
+    role_arn = iam.get_role(RoleName=short)["Role"]["Arn"]
+    stack, [reason] = _failed_user_stack(
+        local_cloud, role_arn, _template_boundary(local_cloud), image
+    )
+    assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
+    assert f"not authorized to perform: {dropped}" in reason

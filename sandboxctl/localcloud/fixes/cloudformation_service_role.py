@@ -9,10 +9,17 @@ the user's function. A call the role may not make fails that resource
 (``… is not authorized to perform: …``) and the stack rolls back. The role must trust
 ``cloudformation.amazonaws.com``.
 
+What the role must allow is what AWS's resource handlers call: the ``create``+``read`` (or
+``update``+``read``) permission sets of the type's resource provider schema
+(``_handler_permissions``, from the schemas cfn-lint ships), less those tied to a property the
+resource does not set (a KMS key, S3 code, layers …), plus the image pulls Lambda checks. So a
+role short of, say, ``lambda:GetFunctionRecursionConfig`` fails here as the handler does on AWS.
+
 moto 5.2.5 creates every resource regardless of the role. Hook: a check registered in
-``cloudformation_rollback.RESOURCE_CHECKS``, run before each resource is created or updated.
-Checked resource types: ``AWS::IAM::Role``, ``AWS::Lambda::Function``, ``AWS::Logs::LogGroup``
-(what the per-user stacks contain); others are created without a check.
+``cloudformation_rollback.RESOURCE_CHECKS``, run before each resource is created or updated
+(deletions are not checked). Checked resource types: ``AWS::IAM::Role``,
+``AWS::Lambda::Function``, ``AWS::Logs::LogGroup`` (what the per-user stacks contain); others
+are created without a check.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from sandboxctl.localcloud.fixes import FidelityCheckError
+from sandboxctl.localcloud.fixes import FidelityCheckError, _handler_permissions
 
 SESSION = "AWSCloudFormation"
+# Calls IAM authorizes on "*" only (no resource-level permission).
+STAR_RESOURCE = frozenset({"logs:DescribeLogGroups", "logs:DescribeResourcePolicies"})
 CLOUDFORMATION = "cloudformation.amazonaws.com"
 
 
@@ -46,55 +55,57 @@ def _repository_arn(image_uri: str) -> str | None:
     return f"arn:aws:ecr:{parts[3]}:{parts[0]}:repository/{name}"
 
 
+def _resource_for(
+    permission: str, resource_type: str, properties: dict[str, Any], arn: str
+) -> tuple[str, dict[str, Any]]:
+    """The resource ARN and extra condition keys a handler's call is authorized on."""
+    if permission == "iam:PassRole":
+        return properties.get("Role", "*"), {"iam:PassedToService": "lambda.amazonaws.com"}
+    if permission.startswith("ec2:") or permission in STAR_RESOURCE:
+        return "*", {}
+    if permission.startswith("kms:"):
+        return properties.get("KmsKeyArn") or properties.get("KmsKeyId") or "*", {}
+    service = {
+        "AWS::IAM::Role": "iam",
+        "AWS::Lambda::Function": "lambda",
+        "AWS::Logs::LogGroup": "logs",
+    }
+    if permission.split(":", 1)[0] == service[resource_type]:
+        if resource_type == "AWS::IAM::Role":
+            # iam:PermissionsBoundary is in the context of every call on a role that has one.
+            return arn, {"iam:PermissionsBoundary": properties.get("PermissionsBoundary")}
+        return arn, {}
+    return "*", {}
+
+
 def required_calls(
     stack: Any, resource_type: str, properties: dict[str, Any], operation: str
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    """(action, resource ARN, extra condition keys) CloudFormation makes for this resource."""
+    """(action, resource ARN, extra condition keys) CloudFormation's handlers make for this
+    resource: the handler permission sets of the resource provider schema (create+read,
+    update+read), less those for properties the resource does not set, plus image pulls."""
     account, region = stack.account_id, stack.region_name
-    calls: list[tuple[str, str, dict[str, Any]]] = []
-    if resource_type == "AWS::IAM::Role" and operation == "CREATE":
+    if resource_type == "AWS::IAM::Role":
         name = properties.get("RoleName")
-        if not name:
-            return []  # a generated name: decided by CloudFormation, checked as the stack's own
         arn = f"arn:aws:iam::{account}:role{properties.get('Path', '/')}{name}"
-        boundary = properties.get("PermissionsBoundary")
-        # iam:PermissionsBoundary is in the context of every call on a role that has one.
-        bounded = {"iam:PermissionsBoundary": boundary}
-        calls.append(("iam:CreateRole", arn, bounded))
-        calls += [("iam:PutRolePolicy", arn, bounded) for _ in properties.get("Policies") or []]
-        calls += [
-            ("iam:AttachRolePolicy", arn, {**bounded, "iam:PolicyARN": policy})
-            for policy in properties.get("ManagedPolicyArns") or []
-        ]
     elif resource_type == "AWS::Lambda::Function":
         name = properties.get("FunctionName")
-        if not name:
-            return []
         arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
-        if operation == "CREATE":
-            calls.append(("lambda:CreateFunction", arn, {}))
-            calls.append(
-                (
-                    "iam:PassRole",
-                    properties["Role"],
-                    {"iam:PassedToService": "lambda.amazonaws.com"},
-                )
-            )
-        else:
-            calls.append(("lambda:UpdateFunctionCode", arn, {}))
-            calls.append(("lambda:UpdateFunctionConfiguration", arn, {}))
+    else:
+        name = properties.get("LogGroupName")
+        arn = f"arn:aws:logs:{region}:{account}:log-group:{name}"
+    if not name:
+        return []  # a generated name: decided by CloudFormation, checked as the stack's own
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    for permission in _handler_permissions.needed(resource_type, operation, properties):
+        resource, context = _resource_for(permission, resource_type, properties, arn)
+        calls.append((permission, resource, context))
+    if resource_type == "AWS::Lambda::Function":
+        # Lambda checks that the caller may pull the image (not in the schema's list).
         repository = _repository_arn((properties.get("Code") or {}).get("ImageUri") or "")
         if repository:
             calls.append(("ecr:BatchGetImage", repository, {}))
             calls.append(("ecr:GetDownloadUrlForLayer", repository, {}))
-    elif resource_type == "AWS::Logs::LogGroup" and operation == "CREATE":
-        name = properties.get("LogGroupName")
-        if not name:
-            return []
-        arn = f"arn:aws:logs:{region}:{account}:log-group:{name}"
-        calls.append(("logs:CreateLogGroup", arn, {}))
-        if properties.get("RetentionInDays"):
-            calls.append(("logs:PutRetentionPolicy", arn, {}))
     return [(a, r, {k: v for k, v in c.items() if v is not None}) for a, r, c in calls]
 
 
@@ -115,11 +126,7 @@ def check_resource(
 
     role_arn = getattr(stack, "role_arn", None)
     resource_type = resource_json.get("Type", "")
-    if not role_arn or resource_type not in (
-        "AWS::IAM::Role",
-        "AWS::Lambda::Function",
-        "AWS::Logs::LogGroup",
-    ):
+    if not role_arn or resource_type not in _handler_permissions.TYPES:
         return
     condition = resource_json.get("Condition")
     if condition and not resources_map.lazy_condition_map[condition]:
@@ -149,6 +156,9 @@ def check() -> None:
         raise FidelityCheckError("cloudformation_rollback no longer runs resource checks")
     if not hasattr(iam_policy_evaluation, "role_allows"):
         raise FidelityCheckError("iam_policy_evaluation.role_allows is gone")
+    for resource_type in _handler_permissions.TYPES:
+        if not _handler_permissions.handler_permissions(resource_type, "create"):
+            raise FidelityCheckError(f"no create handler permissions for {resource_type}")
     from moto.cloudformation.models import Stack
 
     if "self.role_arn = role_arn" not in inspect.getsource(Stack.__init__):
