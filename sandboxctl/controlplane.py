@@ -636,8 +636,14 @@ class ControlPlane:
         return self.call_webhook(checked_notice(models.UserCreatedNotice, notice))
 
     def delete_user(self, uid: str) -> dict[str, Any]:
-        """Report a Firebase user deletion to the same webhook."""
+        """Report a Firebase user deletion to the same webhook.
+
+        Only for a user the registry knows: an operator's typo would otherwise leave a
+        tombstone (DELETED) that silently blocks that UID's later signups. Firebase's own
+        deletion notices go through the webhook, which keeps tombstoning unknown users.
+        """
         validate_uid(uid)
+        self.require_user(uid)
         notice = {
             "type": "user.deleted",
             "uid": uid,

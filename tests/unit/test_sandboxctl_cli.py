@@ -548,11 +548,22 @@ def test_signup_without_the_webhook_says_what_is_missing(cloud: Cloud) -> None:
 
 
 def test_delete_user_sends_a_signed_deletion(fake_lambda: Cloud) -> None:
+    fake_lambda.put_user("ivy", "READY")
     fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
     res = run_cli("delete-user", "ivy", "--json")
     assert res.code == 0, res.err
     body = json.loads(fake_lambda.lambda_calls[0]["Payload"]["body"])
     assert body["uid"] == "ivy" and body["type"] == "user.deleted"
+
+
+def test_delete_user_of_an_unknown_uid_is_refused_and_writes_nothing(fake_lambda: Cloud) -> None:
+    table = fake_lambda.outputs["RegistryTableName"]
+    before = fake_lambda.client("dynamodb").scan(TableName=table)["Items"]
+    res = run_cli("delete-user", "nobody-knows-me", "--json")
+    assert res.code == 1
+    assert "no user 'nobody-knows-me' in the registry" in res.err
+    assert fake_lambda.lambda_calls == []  # the webhook was never called
+    assert fake_lambda.client("dynamodb").scan(TableName=table)["Items"] == before
 
 
 # ---------------------------------------------------------------------------- images, rollouts
