@@ -265,8 +265,15 @@ def test_deletion_removes_the_stack_tombstones_the_user_and_retains_data(plane: 
     assert "function_arn" not in user
     with pytest.raises(ClientError):
         plane.lam.get_function(FunctionName=plane.name(uid))
-    tags = plane.s3.get_object_tagging(Bucket=plane.out["DataBucketName"], Key=key)["TagSet"]
-    assert {"Key": "sandbox-fleet:deleted-user", "Value": "true"} in tags
+    # Retained: hidden behind a delete marker, kept as a tagged noncurrent version that the
+    # lifecycle rule expires DeletedUserRetentionDays after this deletion.
+    bucket = plane.out["DataBucketName"]
+    listing = plane.s3.list_object_versions(Bucket=bucket, Prefix=key)
+    [marker] = listing["DeleteMarkers"]
+    [kept] = listing["Versions"]
+    assert marker["IsLatest"] and not kept["IsLatest"]
+    tags = plane.s3.get_object_tagging(Bucket=bucket, Key=key, VersionId=kept["VersionId"])
+    assert {"Key": "sandbox-fleet:deleted-user", "Value": "true"} in tags["TagSet"]
 
 
 def test_signup_and_deletion_racing_end_deleted_with_no_stack(plane: Plane) -> None:
