@@ -11,6 +11,7 @@ SAM_CLI_VERSION := 1.170.0
 NODE_BIN := node_modules/.bin
 ENV ?= dev
 SAM_DEPLOY_FLAGS ?=
+SAM_BUILD_FLAGS ?=
 export AWS_DEFAULT_REGION ?= us-east-1
 
 PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests
@@ -60,8 +61,14 @@ format: $(BIN)/.installed ## Format and autofix with ruff
 	$(BIN)/ruff format $(PY_SOURCES)
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 
-build: $(SAM_VENV)/.installed ## sam build
-	$(SAM) build
+build: $(SAM_VENV)/.installed ## sam build (needs python3.12, the functions' runtime, or SAM_BUILD_FLAGS=--use-container)
+	@if [[ " $(SAM_BUILD_FLAGS) " != *" --use-container "* ]] && ! command -v python3.12 >/dev/null; then \
+	  echo "make build: sam build needs python3.12 (the functions' runtime) on PATH." >&2; \
+	  echo "  Install Python 3.12 (e.g. 'uv python install 3.12', 'pyenv install 3.12', or your OS package)," >&2; \
+	  echo "  or build in Docker instead: make build SAM_BUILD_FLAGS=--use-container" >&2; \
+	  exit 1; \
+	fi
+	$(SAM) build $(SAM_BUILD_FLAGS)
 
 deploy: build ## sam deploy --config-env ENV (default dev; ENV=prod asks to confirm; CI adds SAM_DEPLOY_FLAGS=--no-confirm-changeset)
 	$(SAM) deploy --config-env $(ENV) $(SAM_DEPLOY_FLAGS)

@@ -7,6 +7,7 @@ check (a GitHub runner, a CloudWatch alarm delivering to SNS) has no local equiv
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -204,3 +205,27 @@ def test_alarm_topic_key_lets_cloudwatch_publish() -> None:
 def test_every_alarm_notifies_the_encrypted_topic(alarm: str) -> None:
     properties = template()["Resources"][alarm]["Properties"]
     assert {"Ref": "AlarmTopic"} in properties["AlarmActions"]
+
+
+# ---------------------------------------------------------------- README: make build's runtime
+
+
+def test_make_build_without_python312_says_what_to_install(tmp_path: Path) -> None:
+    """Instead of SAM's "Binary validation failed for python"."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "make", "env", "sh"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    result = subprocess.run(
+        ["make", "-s", "-o", ".tools/sam/.installed", "build"],
+        cwd=ROOT,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "needs python3.12" in result.stderr
+    assert "SAM_BUILD_FLAGS=--use-container" in result.stderr
