@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email", default=None)
     p.add_argument("--wait", action="store_true", help="return once the user is READY or FAILED")
 
+    sub.add_parser(
+        "doctor",
+        parents=[conn, as_json, waiting],
+        help="check what must work before users sign up (exit 0 ok, 1 a check failed)",
+    )
+
     p = sub.add_parser(
         "delete-user", parents=[conn, as_json, waiting], help="report a Firebase user deletion"
     )
@@ -380,6 +386,14 @@ def cmd_demo(app: App) -> int:
     return run_demo(app.out, output_dir=app.args.output_dir)
 
 
+def cmd_doctor(app: App) -> int:
+    from sandboxctl import doctor
+
+    checks = doctor.Doctor(app.cp, app.args.timeout).run()
+    app.emit(doctor.as_rows(checks), doctor.table(checks))
+    return doctor.exit_code(checks)
+
+
 COMMANDS: dict[str, Callable[[App], int]] = {
     "signup": cmd_signup,
     "delete-user": cmd_delete_user,
@@ -392,6 +406,7 @@ COMMANDS: dict[str, Callable[[App], int]] = {
     "status": cmd_status,
     "local": cmd_local,
     "demo": cmd_demo,
+    "doctor": cmd_doctor,
 }
 
 

@@ -15,37 +15,24 @@ from __future__ import annotations
 from typing import Any
 
 from sandboxctl.localcloud.fixes import FidelityCheckError
-from sandboxctl.localcloud.fixes._hooks import original, patch
+from sandboxctl.localcloud.fixes._cfn_create import after_create, is_cfn_classmethod
 
 FIX = "cloudformation_s3_versioning"
 
 
-def _create_from_cloudformation_json(
-    cls: Any,
-    resource_name: str,
-    cloudformation_json: Any,
-    account_id: str,
-    region_name: str,
-    **kwargs: Any,
-) -> Any:
-    from moto.s3.models import FakeBucket, s3_backends
+def _versioning(bucket: Any, properties: dict[str, Any], account_id: str, region: str) -> None:
+    from moto.s3.models import s3_backends
     from moto.utilities.utils import get_partition
 
-    create = original(FakeBucket, "create_from_cloudformation_json").__func__
-    bucket = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
-    properties = cloudformation_json.get("Properties") or {}
     status = (properties.get("VersioningConfiguration") or {}).get("Status")
     if status:
-        backend = s3_backends[account_id][get_partition(region_name)]
-        backend.put_bucket_versioning(bucket.name, status)
-    return bucket
+        s3_backends[account_id][get_partition(region)].put_bucket_versioning(bucket.name, status)
 
 
 def check() -> None:
     from moto.s3.models import FakeBucket, S3Backend
 
-    current = FakeBucket.__dict__.get("create_from_cloudformation_json")
-    if not isinstance(current, classmethod):
+    if not is_cfn_classmethod(FakeBucket):
         raise FidelityCheckError(f"{FIX}: FakeBucket.create_from_cloudformation_json changed")
     if not hasattr(S3Backend, "put_bucket_versioning"):
         raise FidelityCheckError(f"{FIX}: S3Backend.put_bucket_versioning is gone")
@@ -54,6 +41,4 @@ def check() -> None:
 def apply() -> None:
     from moto.s3.models import FakeBucket
 
-    patch(
-        FakeBucket, "create_from_cloudformation_json", classmethod(_create_from_cloudformation_json)
-    )
+    after_create(FakeBucket, _versioning)
