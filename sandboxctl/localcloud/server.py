@@ -28,7 +28,7 @@ from botocore.config import Config
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
 
-from sandboxctl.localcloud import deploy
+from sandboxctl.localcloud import deploy, httpapi
 from sandboxctl.localcloud import fixes as fixes_pkg
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,12 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
 ADMIN_USER = "sandbox-fleet-local-admin"
 # Parameters the template needs that have no sensible default outside a real account.
-DEFAULT_PARAMETERS = {"Stage": "local", "FirebaseProjectId": "sandbox-fleet-local"}
+DEFAULT_PARAMETERS = {
+    "Stage": "local",
+    "FirebaseProjectId": "sandbox-fleet-local",
+    # The usual dev servers (Vite, Create React App / Next.js) may call the local HTTP API.
+    "CorsAllowedOrigins": "http://localhost:5173,http://localhost:3000",
+}
 STACK_DEADLINE_SECONDS = 120.0
 # Process environment that start() sets for moto's interpreter and image functions.
 _PROCESS_ENVIRON = ("MOTO_PORT", "MOTO_LAMBDA_STUB_ECR")
@@ -88,6 +93,8 @@ class LocalCloud:
         self._session_lock = threading.Lock()
         self._started = False
         self._saved_environ: dict[str, str | None] = {}
+        # The Firebase token issuer for local use: a fresh key per cloud.
+        self.token_issuer = httpapi.TokenIssuer.generate(self.parameters["FirebaseProjectId"])
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalCloud:
@@ -121,9 +128,12 @@ class LocalCloud:
         warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
         # Fixes patch moto's classes, so they go in before the server handles a request.
         self.fixes_applied = fixes_pkg.apply_all()
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        try:
+            self._server = httpapi.moto_server("127.0.0.1", self.port)
+        except OSError as exc:
+            raise LocalCloudError(
+                f"cannot listen on 127.0.0.1:{self.port}: {exc.strerror}"
+            ) from exc
         self._server.start()
         _host, port = self._server.get_host_and_port()
         self.port = port
@@ -138,6 +148,7 @@ class LocalCloud:
         lambda_exec.configure(
             endpoint=self.endpoint, region=self.region, project_root=self.project_root
         )
+        httpapi.configure(self.endpoint, self.account_id, self.region, self.token_issuer)
         faults_module = _faults_module()
         if faults_module is not None:
             faults_module.configure(self.faults, self.seed)
@@ -197,7 +208,7 @@ class LocalCloud:
 
         for key, directory in packaged.code_dirs.items():
             lambda_exec.register_code_dir(artifacts, key, directory)
-        transformed = deploy.transform(packaged.template, self.region)
+        transformed = deploy.transform(packaged.template, self.region, self.parameters)
         template_key = f"templates/{self.stack_name}.json"
         s3.put_object(Bucket=artifacts, Key=template_key, Body=json.dumps(transformed).encode())
         cfn = self.client("cloudformation")
@@ -352,10 +363,23 @@ class LocalCloud:
             region_name=self.region,
         )
 
-    def connection(self) -> dict[str, str]:
+    @property
+    def api_url(self) -> str:
+        """Where the local cloud serves the stack's HTTP API (its $default stage)."""
+        api = self.outputs.get("HttpApiUrl", "")
+        api_id = api.split("//", 1)[-1].split(".", 1)[0]
+        return httpapi.api_url(self.endpoint, api_id) if api_id else ""
+
+    def id_token(self, uid: str, expires_in: int = httpapi.ID_TOKEN_SECONDS) -> str:
+        """A Firebase ID token for `uid`, signed by the local cloud's issuer."""
+        return self.token_issuer.token(uid, expires_in=expires_in)
+
+    def connection(self) -> dict[str, Any]:
         """What a client in another process needs: endpoint, region, operator keys, stack."""
         key, secret = self.admin_credentials
         return {
+            "api_url": self.api_url,
+            "token_issuer": self.token_issuer.to_dict(),
             "endpoint": self.endpoint,
             "region": self.region,
             "account_id": self.account_id,
