@@ -180,6 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0, help="0 (default) picks a free port")
     p.add_argument("--faults", default=None, metavar="PROFILE", help="slow, throttle or flaky")
     p.add_argument("--seed", type=int, default=0)
+    p = local_sub.add_parser(
+        "token",
+        parents=[conn, as_json],
+        help="print a Firebase ID token for UID, signed by the local cloud's issuer",
+        description=(
+            "Print a Firebase ID token for UID from a running `sandboxctl local up` "
+            "(found with --endpoint, SANDBOXCTL_ENDPOINT, or the only one running). Send it as "
+            "`Authorization: Bearer <token>` to the local HTTP API (see docs/client.md)."
+        ),
+    )
+    p.add_argument("uid", type=_uid, metavar="UID", help="the Firebase UID the token is for")
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="lifetime in seconds (default 3600, as Firebase; negative gives an expired token)",
+    )
 
     p = sub.add_parser("demo", help="run the whole story on an embedded local cloud")
     p.add_argument(
@@ -355,7 +373,44 @@ def cmd_status(app: App) -> int:
     return EXIT_OK if all(c["ok"] for c in checks) else EXIT_FAIL
 
 
+def cmd_local_token(app: App) -> int:
+    from sandboxctl.localcloud.httpapi import TokenIssuer
+    from sandboxctl.localcloud.server import running_connections
+
+    a = app.args
+    endpoint = getattr(a, "endpoint", None) or os.environ.get("SANDBOXCTL_ENDPOINT")
+    if endpoint:
+        from sandboxctl.controlplane import local_connection
+
+        info = local_connection(endpoint.rstrip("/"))
+        if info is None:
+            raise SandboxctlError(f"no `sandboxctl local up` is serving at {endpoint}")
+    else:
+        found = running_connections()
+        if len(found) != 1:
+            raise UsageError(
+                "no local cloud is running (start `sandboxctl local up`)"
+                if not found
+                else "several local clouds are running; pick one with --endpoint"
+            )
+        info = found[0]
+    if "token_issuer" not in info:
+        raise SandboxctlError(
+            "that local cloud has no token issuer (started by an older sandboxctl)"
+        )
+    issuer = TokenIssuer.from_dict(info["token_issuer"])
+    token = issuer.token(a.uid, expires_in=a.expires_in)
+    if a.json:
+        data = {"uid": a.uid, "id_token": token, "expires_in": a.expires_in}
+        app.emit({**data, "api_url": info.get("api_url")}, None)
+    else:
+        app.out.print(token, markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def cmd_local(app: App) -> int:
+    if app.args.local_command == "token":
+        return cmd_local_token(app)
     try:
         from sandboxctl.localcloud.server import serve
     except ImportError as exc:

@@ -419,6 +419,16 @@ class ControlPlane:
     def has(self, key: str) -> bool:
         return bool(self.outputs.get(key))
 
+    def api_url(self) -> str:
+        """The HTTP API's base URL: the stack output on AWS, the local cloud's own route locally."""
+        deployed = self.output("HttpApiUrl").rstrip("/")
+        if self.target.on_aws:
+            return deployed
+        from sandboxctl.localcloud.httpapi import api_url
+
+        api_id = deployed.split("//", 1)[-1].split(".", 1)[0]
+        return api_url(str(self.target.endpoint), api_id)
+
     def output(self, key: str) -> str:
         value = self.outputs.get(key)
         if not value:
@@ -860,6 +870,11 @@ class ControlPlane:
         )
         for name, key in STATE_MACHINE_OUTPUTS.items():
             check(f"{name} workflow", partial(self._state_machine_status, key))
+        try:
+            url = self.api_url()
+            checks.append({"check": "http api", "ok": True, "detail": url, "api_url": url})
+        except OutputMissingError as exc:
+            checks.append({"check": "http api", "ok": False, "detail": str(exc), "api_url": None})
         for key in ("SignupWebhookFunctionName", "RunCodeFunctionName"):
             check(key.removesuffix("FunctionName"), partial(self._function_state, key))
         check(

@@ -28,6 +28,7 @@ import base64
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -715,9 +716,24 @@ def moto_server(ip_address: str, port: int) -> Any:
         def __init__(self) -> None:
             super().__init__(ip_address=ip_address, port=port, verbose=False)
             app = HttpApiApplication(DomainDispatcherApplication(create_backend_app))
-            # Raises OSError (e.g. EADDRINUSE) right here, in the caller's thread.
+            # Bound here so that OSError (e.g. EADDRINUSE) reaches the caller; werkzeug would
+            # print its own advice and exit the process.
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind((ip_address, port))
+                listener.listen(128)
+            except OSError:
+                listener.close()
+                raise
+            self._listener = listener
             self._server = make_server(
-                ip_address, port, app, True, request_handler=MotoRequestHandler
+                ip_address,
+                listener.getsockname()[1],
+                app,
+                True,
+                request_handler=MotoRequestHandler,
+                fd=listener.fileno(),
             )
 
         def _server_entry(self) -> None:

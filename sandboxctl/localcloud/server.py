@@ -417,6 +417,22 @@ def write_connection(cloud: LocalCloud) -> Path:
     return path
 
 
+def running_connections(project_root: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
+    """Connection details of every `sandboxctl local up` still serving (stale files skipped)."""
+    found = []
+    for path in sorted(state_dir(project_root).glob("local-cloud-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            with urllib.request.urlopen(  # noqa: S310 - our own http://127.0.0.1 server
+                f"{data['endpoint']}/_localcloud/securetoken/jwk", timeout=2
+            ):
+                pass
+        except (OSError, ValueError, KeyError):
+            continue
+        found.append(data)
+    return found
+
+
 def load_connection(endpoint: str, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
     """Connection details of a running `sandboxctl local up` at `endpoint` (raises if none)."""
     port = endpoint.rstrip("/").rsplit(":", 1)[-1]
@@ -461,6 +477,7 @@ def serve(
     with _signals_stop(stop), LocalCloud(port=port, faults=faults, seed=seed) as cloud:
         path = write_connection(cloud)
         out.write(f"endpoint: {cloud.endpoint}\n")
+        out.write(f"http api: {cloud.api_url}  (tokens: sandboxctl local token UID)\n")
         out.write(
             f"region: {cloud.region}  account: {cloud.account_id}  stack: {cloud.stack_name}\n"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,46 @@ def test_a_wrong_endpoint_is_one_clear_line() -> None:
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sandboxctl: error:"), res.stderr
+
+
+def test_status_json_gives_the_http_api_url(served: str) -> None:
+    checks = json.loads(sandboxctl("status", "--endpoint", served, "--json").stdout)
+    [api] = [c for c in checks if c["check"] == "http api"]
+    assert api["ok"] and api["api_url"].startswith(served + "/_aws/execute-api/")
+
+
+def test_local_token_is_verified_by_the_local_http_api(served: str) -> None:
+    checks = json.loads(sandboxctl("status", "--endpoint", served, "--json").stdout)
+    url = next(c["api_url"] for c in checks if c["check"] == "http api")
+    res = sandboxctl("local", "token", "never-signed-up", "--endpoint", served)
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip()
+    body = {"name": "a.csv", "content_type": "text/csv", "size": 3}
+
+    accepted = requests.post(
+        url + "/datasets", json=body, headers={"authorization": f"Bearer {token}"}, timeout=60
+    )
+    expired = sandboxctl("local", "token", "x", "--expires-in", "-60", "--endpoint", served)
+    refused = requests.post(
+        url + "/datasets",
+        json=body,
+        headers={"authorization": f"Bearer {expired.stdout.strip()}"},
+        timeout=60,
+    )
+    # The function ran for the verified subject (who has no sandbox); the expired token did not.
+    assert (accepted.status_code, accepted.json()["message"]) == (
+        404,
+        "you have no sandbox yet; sign up first",
+    )
+    assert (refused.status_code, refused.json()) == (401, {"message": "Unauthorized"})
+
+
+def test_local_up_on_a_port_in_use_exits_with_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = sandboxctl("local", "up", "--port", str(port))
+    assert res.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert "Address already in use" in res.stderr
