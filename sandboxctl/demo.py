@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandboxctl import render
+from sandboxctl.apiclient import ApiClient, ApiError
 from sandboxctl.controlplane import (
     ControlPlane,
     SandboxctlError,
@@ -368,30 +369,39 @@ class Demo:
         self.console.print(render.users_table([u.record for u in self.users]))
         return "2 users READY, each with their own stack, function and role"
 
+    def api(self, user: DemoUser) -> ApiClient:
+        """The user's app: a fresh Firebase ID token from the local issuer on every call."""
+        assert self.cp is not None and self.cloud is not None
+        cloud, uid = self.cloud, user.uid
+        return ApiClient(self.cp.api_url(), lambda: str(cloud.id_token(uid)))
+
     def upload(self) -> str:
-        self.needs("DataBucketName")
+        self.needs("DataBucketName", "HttpApiUrl")
         assert self.cp is not None
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"HTTP API {self.cp.api_url()}, Firebase ID tokens from the local issuer")
+        bucket = self.cp.output("DataBucketName")
         for user in self.users:
-            path = self.output_dir / f"{user.label.lower()}-{user.dataset}"
-            path.write_bytes(user.csv)
-            info = self.cp.upload(user.uid, path, user.dataset)
-            head = self.cp.client("s3").head_object(Bucket=info["bucket"], Key=info["key"])
+            (self.output_dir / f"{user.label.lower()}-{user.dataset}").write_bytes(user.csv)
+            self.api(user).upload(user.dataset, user.csv, "text/csv")
+            key = f"users/{user.digest}/{user.dataset}"
+            head = self.cp.client("s3").head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] != len(user.csv):
-                raise DemoCheckFailed(f"{info['key']} has {head['ContentLength']} bytes")
+                raise DemoCheckFailed(f"{key} has {head['ContentLength']} bytes")
             self.say(
-                f"user {user.label}: {info['bytes']} bytes → s3://{info['bucket']}/{info['key']}"
+                f"user {user.label}: POST /datasets, PUT {len(user.csv)} bytes "
+                f"→ s3://{bucket}/{key}"
             )
-        return "each CSV stored under its owner's prefix"
+        return "each CSV uploaded through the API to its owner's prefix"
 
     def analytics(self) -> str:
         assert self.cp is not None
         charts: list[str] = []
         for user in self.users:
-            with self.waiting(f"running {user.label}'s code in {user.label}'s sandbox"):
-                envelope = self.cp.run(user.uid, user.dataset, user.code)
+            with self.waiting(f"POST /run: {user.label}'s code in {user.label}'s sandbox"):
+                envelope = self.api(user).run(user.code, user.dataset)
             paths = save_figures(envelope, self.output_dir, f"{user.label.lower()}-chart")
-            self.say(f"user {user.label}'s code, run in {user.record.get('function_name')}:")
+            self.say(f"user {user.label}'s code, POST /run → {user.record.get('function_name')}:")
             self.console.print(
                 Panel(Syntax(user.code.rstrip(), "python", theme="ansi_dark"), expand=False)
             )
@@ -414,7 +424,13 @@ class Demo:
         a, b = self.users
         stolen = f"../{b.digest}/{b.dataset}"
         self.say(f"user A asks their sandbox for dataset {stolen!r}")
-        envelope = self.cp.run(a.uid, stolen, "df.head()")
+        try:
+            envelope = self.api(a).run("df.head()", stolen)
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            self.say(f"API: HTTP {exc.status} {exc.message}")
+            return "the API refused the path before any sandbox ran"
         error = envelope.get("error") or {}
         self.say(f"runtime: status {envelope.get('status')}: {error.get('message')}")
         if envelope.get("status") != "rejected":
@@ -513,7 +529,7 @@ class Demo:
             image = next((v for k, v in params.items() if k.lower() == "imageuri"), "")
             if not image.endswith(f"@{digest}"):
                 raise DemoCheckFailed(f"{record['stack_name']} ImageUri is {image!r}")
-            envelope = cp.run(user.uid, user.dataset, "len(df)")
+            envelope = self.api(user).run("len(df)", user.dataset)
             if envelope.get("status") != "ok":
                 raise DemoCheckFailed(f"{user.label}'s sandbox fails after the rollout")
             self.say(f"user {user.label}: stack and registry on {render.short_digest(digest)}")
