@@ -6,14 +6,17 @@ against the local issuer's JWKS; nothing calls a function directly.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
 import requests
+from fleet import naming
 
 from firebase import main as firebase_fn
 from sandboxctl.controlplane import ControlPlane
@@ -262,3 +265,56 @@ def test_the_webhook_refuses_a_tampered_body_over_http(api: Api) -> None:
     )
     assert reply.status_code == 401
     assert api.cp.get_user("sometwo") is None
+
+
+def _post_all(api: Api, uid: str, bodies: list[dict[str, Any]]) -> list[requests.Response]:
+    barrier = threading.Barrier(len(bodies))
+    token = api.cloud.id_token(uid)
+
+    def send(body: dict[str, Any]) -> requests.Response:
+        barrier.wait()
+        return api.post("/run", token, json=body)
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def _environments(api: Api, uid: str) -> int:
+    from sandboxctl.localcloud.fixes import lambda_exec
+
+    name = naming.function_name(api.cloud.outputs["Stage"], naming.user_digest(uid))
+    return lambda_exec.environment_count(name)
+
+
+def test_concurrent_runs_of_one_user_get_separate_environments(api: Api, user: str) -> None:
+    slow = {"code": "import time\ntime.sleep(1.5)\nlen(df)", "dataset": "cities.csv"}
+    replies = _post_all(api, user, [slow] * 4)
+    assert [r.status_code for r in replies] == [200] * 4, [r.text for r in replies]
+    assert all(r.json()["status"] == "ok" and r.json()["result"] == 3 for r in replies)
+    # Runs that overlapped could not share an environment: one environment each.
+    assert _environments(api, user) >= 2
+
+
+def test_beyond_the_per_user_cap_requests_get_429_with_retry_after(api: Api) -> None:
+    uid = ready_user(api, "capped")
+    table = api.cloud.outputs["RegistryTableName"]
+    # Eight runs already in flight (leases that expire in a minute), against the cap of 10.
+    in_flight = {f"held-{i}": {"N": str(time.time() + 60)} for i in range(8)}
+    api.cloud.client("dynamodb").put_item(
+        TableName=table,
+        Item={"pk": {"S": f"RUNS#{uid}"}, "leases": {"M": in_flight}, "v": {"N": "1"}},
+    )
+    replies = _post_all(api, uid, [{"code": "import time\ntime.sleep(1)\n1"}] * 4)
+
+    codes = [r.status_code for r in replies]
+    assert set(codes) <= {200, 429} and codes.count(429) >= 2, [r.text for r in replies]
+    for reply in replies:
+        if reply.status_code == 429:
+            assert int(reply.headers["retry-after"]) >= 1
+            assert "at most 10 at once" in reply.json()["message"]
+        else:
+            assert reply.json()["status"] == "ok"
+    item = api.cloud.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": f"RUNS#{uid}"}}, ConsistentRead=True
+    )["Item"]
+    assert set(item["leases"]["M"]) == set(in_flight)  # the runs that got in gave theirs back
