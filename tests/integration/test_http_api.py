@@ -17,6 +17,7 @@ import jwt
 import pytest
 import requests
 from fleet import naming
+from fleet.api_models import ApiErrorBody, RunEnvelope
 
 from firebase import main as firebase_fn
 from sandboxctl.controlplane import ControlPlane
@@ -161,6 +162,7 @@ def test_every_bad_token_gets_401_and_the_function_is_never_invoked(api: Api, us
             reply.headers.get("www-authenticate", ""),
         )
 
+    assert all(ApiErrorBody.model_validate(a[1]) for a in answers.values())
     assert {case: a[:2] for case, a in answers.items()} == {
         case: (401, {"message": "Unauthorized"}) for case in answers
     }
@@ -318,3 +320,25 @@ def test_beyond_the_per_user_cap_requests_get_429_with_retry_after(api: Api) -> 
         TableName=table, Key={"pk": {"S": f"RUNS#{uid}"}}, ConsistentRead=True
     )["Item"]
     assert set(item["leases"]["M"]) == set(in_flight)  # the runs that got in gave theirs back
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"code": "df.city.tolist()", "dataset": "cities.csv"}, "ok"),
+        ({"code": "1 / 0", "dataset": "cities.csv"}, "error"),
+        (
+            {"code": "import time\ntime.sleep(5)", "dataset": "cities.csv", "timeout_s": 1},
+            "timeout",
+        ),
+        ({"code": "df", "dataset": "missing.csv"}, "rejected"),
+    ],
+)
+def test_run_answers_match_the_published_response_schema(
+    api: Api, user: str, body: dict[str, Any], status: str
+) -> None:
+    reply = api.post("/run", api.cloud.id_token(user), json=body)
+    assert reply.status_code == 200, reply.text
+    envelope = RunEnvelope.model_validate(reply.json())
+    assert envelope.status == status, envelope.error
+    assert set(reply.json()) <= set(RunEnvelope.model_fields) | {"sandbox"}
