@@ -12,7 +12,7 @@ NODE_BIN := node_modules/.bin
 ENV ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
-PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests
+PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests examples
 CFN_TEMPLATES := template.yaml templates/user-sandbox.yaml
 
 .PHONY: help install demo test lint format schemas build deploy bench clean
