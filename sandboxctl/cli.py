@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0, help="0 (default) picks a free port")
     p.add_argument("--faults", default=None, metavar="PROFILE", help="slow, throttle or flaky")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-image",
+        action="store_true",
+        help="do not push the first sandbox image (signups then fail with NoDesiredImage "
+        "until `sandboxctl push-image`), as right after `sam deploy` before CI's first push",
+    )
     p = local_sub.add_parser(
         "token",
         parents=[conn, as_json],
@@ -417,7 +423,7 @@ def cmd_local(app: App) -> int:
         raise SandboxctlError(f"the local cloud is not available: {exc}") from exc
     a = app.args
     try:
-        serve(port=a.port, faults=a.faults, seed=a.seed)
+        serve(port=a.port, faults=a.faults, seed=a.seed, first_image=not a.no_image)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return EXIT_OK

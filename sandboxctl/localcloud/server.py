@@ -456,8 +456,10 @@ def print_resources(cloud: LocalCloud, out: TextIO) -> None:
 
 
 @contextmanager
-def _signals_stop(stop: threading.Event) -> Iterator[None]:
+def _signals_stop(stop: threading.Event, serving: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
+        if not serving.is_set():
+            raise KeyboardInterrupt  # still starting: abandon the start-up (cleaned up on exit)
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -468,24 +470,64 @@ def _signals_stop(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+FIRST_IMAGE_TAG = "v1"
+FIRST_ROLLOUT_DEADLINE_S = 180.0
+
+
+def push_first_image(cloud: LocalCloud, out: TextIO) -> None:
+    """What CI does after a deploy: push the first sandbox image, so signups can provision."""
+    from sandboxctl.controlplane import ControlPlane
+
+    cp = ControlPlane.from_local_cloud(cloud)
+    if cp.desired_image():
+        return
+    pushed = cp.push_image(FIRST_IMAGE_TAG)
+    rollout = cp.wait_for_rollout(pushed["image_digest"], FIRST_ROLLOUT_DEADLINE_S)
+    if rollout.get("status") != "COMPLETED":
+        raise LocalCloudError(f"the first image's rollout ended {rollout.get('status')}")
+    out.write(f"first image: {pushed['image_uri']} (desired; signups provision on it)\n")
+
+
 def serve(
-    port: int = 0, faults: str | None = None, seed: int = 0, out: TextIO | None = None
+    port: int = 0,
+    faults: str | None = None,
+    seed: int = 0,
+    out: TextIO | None = None,
+    first_image: bool = True,
 ) -> int:
     """`sandboxctl local up`: start, print endpoint + resources + `ready`, serve until signalled."""
     out = out or sys.stdout
-    stop = threading.Event()
-    with _signals_stop(stop), LocalCloud(port=port, faults=faults, seed=seed) as cloud:
+    stop, serving = threading.Event(), threading.Event()
+    with _signals_stop(stop, serving):
+        out.write("starting the local cloud and deploying template.yaml (Ctrl-C to abandon)\n")
+        out.flush()
+        return _serve(
+            LocalCloud(port=port, faults=faults, seed=seed), stop, serving, out, first_image
+        )
+
+
+def _serve(
+    cloud_to_start: LocalCloud,
+    stop: threading.Event,
+    serving: threading.Event,
+    out: TextIO,
+    first_image: bool,
+) -> int:
+    with cloud_to_start as cloud:
+        if first_image:
+            push_first_image(cloud, out)
         path = write_connection(cloud)
         out.write(f"endpoint: {cloud.endpoint}\n")
         out.write(f"http api: {cloud.api_url}  (tokens: sandboxctl local token UID)\n")
         out.write(
             f"region: {cloud.region}  account: {cloud.account_id}  stack: {cloud.stack_name}\n"
         )
-        out.write(f"faults: {faults or 'none'}  seed: {seed}  IAM enforcement: on\n")
+        out.write(f"faults: {cloud.faults or 'none'}  seed: {cloud.seed}  IAM enforcement: on\n")
         out.write(f"operator credentials: {path}\n\n")
         print_resources(cloud, out)
         out.write(f"\nlocal cloud ready in {cloud.startup_seconds:.1f}s (Ctrl-C to stop)\n")
         out.flush()
+        serving.set()
         try:
             while not stop.wait(0.5):
                 pass

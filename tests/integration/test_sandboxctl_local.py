@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +144,31 @@ def test_local_up_on_a_port_in_use_exits_with_a_clear_error() -> None:
     assert res.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
     assert "Address already in use" in res.stderr
+
+
+def test_local_up_ends_like_a_finished_deploy_so_the_first_signup_works(served: str) -> None:
+    res = sandboxctl("signup", "first-user", "--wait", "--endpoint", served, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)["status"] == "READY"
+
+
+def test_ctrl_c_during_start_up_stops_local_up() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandboxctl.cli", "local", "up"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("starting the local cloud")
+        time.sleep(0.5)  # into the start-up (which takes seconds): not a timing assertion
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
