@@ -793,7 +793,25 @@ class ControlPlane:
                     row["console_url"] = console_url(self.target.region, ex["executionArn"])
                 rows.append(row)
         rows.sort(key=lambda r: r["started"] or "", reverse=True)
-        return rows[:limit]
+        rows = rows[:limit]
+        for row in rows:
+            row.update(self._execution_subject(sfn, row["execution_arn"], row["status"]))
+        return rows
+
+    @staticmethod
+    def _execution_subject(sfn: Any, arn: str, status: str) -> dict[str, Any]:
+        """Who an execution was for (the event's uid) and, when it failed, why."""
+        described = sfn.describe_execution(executionArn=arn)
+        try:
+            detail = json.loads(described.get("input") or "{}").get("detail") or {}
+        except ValueError:
+            detail = {}
+        uid = detail.get("uid") if isinstance(detail, dict) else None
+        cause = None
+        if status in ("FAILED", "TIMED_OUT", "ABORTED"):
+            parts = [described.get("error"), described.get("cause")]
+            cause = ": ".join(str(p) for p in parts if p) or status
+        return {"uid": uid, "cause": cause}
 
     def latest_failure(self, workflow: str) -> str | None:
         """`<execution>: <error>: <cause>` of the workflow's newest failed execution, if any."""

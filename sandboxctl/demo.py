@@ -479,7 +479,7 @@ class Demo:
             except ClientError as exc:
                 if not is_access_denied(exc):
                     raise DemoCheckFailed(f"{what}: expected AccessDenied, got {exc}") from exc
-                self.say(f"DENIED   {what}: {describe_client_error(exc)[:90]}")
+                self.say(f"DENIED   {what}: {describe_client_error(exc)}")
                 continue
             raise DemoCheckFailed(f"IAM allowed the attacker to {what}")
         after = self.cp.client("s3").get_object(Bucket=bucket, Key=b_key)["Body"].read()
@@ -600,7 +600,7 @@ class Demo:
                 escape(r.name),
                 Text(r.outcome, style=style[r.outcome]),
                 f"{r.seconds:.1f}",
-                escape(render.clip(r.detail, 160)),
+                escape(render.full(r.detail)),
             )
         self.console.print(table)
         failed = [r for r in self.results if r.outcome in (FAILED, SKIPPED)]
