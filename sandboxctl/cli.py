@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from fleet.models import DATASET_SUFFIXES
 from rich.console import Console
 
 from sandboxctl import render
@@ -34,6 +35,26 @@ from sandboxctl.controlplane import (
 
 PROG = "sandboxctl"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+ENVIRONMENT_HELP = """\
+environment variables:
+  SANDBOXCTL_ENDPOINT   local cloud URL, as --endpoint (omit for real AWS)
+  SANDBOXCTL_STACK      control-plane stack name, as --stack (default sandbox-fleet-dev)
+  AWS_REGION, AWS_DEFAULT_REGION
+                        region when --region is not given (default us-east-1)
+  AWS_PROFILE and the rest of the AWS credential chain
+                        credentials for real AWS (the local cloud's come from its file)
+  COLUMNS               table width (piped output defaults to 160)
+  SANDBOXCTL_DEBUG=1    full tracebacks and moto's logs
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sandbox-fleet")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,7 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up waiting after this long (default 600)",
     )
 
-    parser = _Parser(prog=PROG, description=__doc__, parents=[conn])
+    parser = _Parser(
+        prog=PROG,
+        description=__doc__,
+        parents=[conn],
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -107,35 +135,47 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn, as_json, waiting],
         help="sign a user up exactly as the Firebase function does",
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
-    p.add_argument("--email", default=None)
+    p.add_argument("uid", type=_uid, metavar="UID", help="the Firebase UID to sign up")
+    p.add_argument("--email", default=None, help="the user's email, as Firebase reports it")
     p.add_argument("--wait", action="store_true", help="return once the user is READY or FAILED")
 
     p = sub.add_parser(
         "delete-user", parents=[conn, as_json, waiting], help="report a Firebase user deletion"
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
+    p.add_argument("uid", type=_uid, metavar="UID", help="the Firebase UID that was deleted")
     p.add_argument("--wait", action="store_true", help="return once the user is DELETED")
 
     p = sub.add_parser("users", parents=[conn, as_json], help="list users from the registry")
-    p.add_argument("--status", choices=USER_STATUSES, default=None)
+    p.add_argument(
+        "--status", choices=USER_STATUSES, default=None, help="only users in this status"
+    )
 
     p = sub.add_parser(
         "upload", parents=[conn, as_json], help="put a data file under the user's prefix"
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("uid", type=_uid, metavar="UID", help="whose prefix the file goes to")
+    p.add_argument(
+        "file", type=Path, metavar="FILE", help=f"a data file ({', '.join(DATASET_SUFFIXES)})"
+    )
     p.add_argument("--as", dest="name", default=None, metavar="NAME", help="dataset name")
 
     p = sub.add_parser(
         "run", parents=[conn, as_json], help="run code in the user's own sandbox function"
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
-    p.add_argument("--dataset", required=True, metavar="NAME")
+    p.add_argument("uid", type=_uid, metavar="UID", help="whose sandbox runs the code")
+    p.add_argument(
+        "--dataset", required=True, metavar="NAME", help="the uploaded file `df` is read from"
+    )
     code = p.add_mutually_exclusive_group(required=True)
-    code.add_argument("--code-file", type=Path, metavar="FILE")
-    code.add_argument("--code", metavar="STR")
-    p.add_argument("--timeout-s", type=_positive(float), default=None, metavar="SECONDS")
+    code.add_argument("--code-file", type=Path, metavar="FILE", help="read the code from FILE")
+    code.add_argument("--code", metavar="STR", help="the code itself")
+    p.add_argument(
+        "--timeout-s",
+        type=_positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="the run's own time limit inside the sandbox (not how long to wait; capped by it)",
+    )
     p.add_argument(
         "--figures-dir",
         type=Path,
@@ -148,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn, as_json, waiting],
         help="local cloud: push a new sandbox image manifest (emits the ECR push event)",
     )
-    p.add_argument("tag", metavar="TAG")
+    p.add_argument("tag", metavar="TAG", help="image tag (a new manifest is made for it)")
     p.add_argument("--wait", action="store_true", help="wait for the rollout it starts")
 
     sub.add_parser("rollouts", parents=[conn, as_json], help="image rollouts and their results")
@@ -158,13 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--workflow",
         choices=("ProvisionUser", "DeprovisionUser", "RolloutImage", "Reconcile"),
         default=None,
+        help="only this workflow",
     )
     p.add_argument(
         "--status",
         choices=("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"),
         default=None,
+        help="only executions in this status",
     )
-    p.add_argument("--limit", type=_positive(int), default=20)
+    p.add_argument(
+        "--limit", type=_positive(int), default=20, help="newest N executions (default 20)"
+    )
 
     p = sub.add_parser(
         "status",
@@ -179,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = local_sub.add_parser("up", help="serve a local cloud until Ctrl-C")
     p.add_argument("--port", type=_port, default=0, help="0 (default) picks a free port")
     p.add_argument("--faults", default=None, metavar="PROFILE", help="slow, throttle or flaky")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault profile's randomness")
     p.add_argument(
         "--no-image",
         action="store_true",
@@ -298,7 +342,16 @@ def cmd_users(app: App) -> int:
 
 def cmd_upload(app: App) -> int:
     a = app.args
-    info = app.cp.upload(a.uid, a.file, a.name)
+    if not app.err.is_terminal:
+        info = app.cp.upload(a.uid, a.file, a.name)
+    else:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        size = a.file.stat().st_size if a.file.is_file() else 0
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=app.err, transient=True) as bar:
+            task = bar.add_task(f"uploading {a.file.name}", total=size)
+            info = app.cp.upload(a.uid, a.file, a.name, progress=lambda n: bar.advance(task, n))
     app.emit(info, f"uploaded {info['bytes']} bytes to s3://{info['bucket']}/{info['key']}")
     return EXIT_OK
 

@@ -657,10 +657,25 @@ class ControlPlane:
         return self.call_webhook(checked_notice(models.UserDeletedNotice, notice))
 
     # operations --------------------------------------------------------------------------
-    def upload(self, uid: str, path: Path, name: str | None = None) -> dict[str, Any]:
-        """Put a data file under the user's prefix; the digest comes from the registry."""
+    def upload(
+        self,
+        uid: str,
+        path: Path,
+        name: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Put a data file under the user's prefix; the digest comes from the registry.
+
+        A name `run` would refuse (its type) is refused here, before a byte is sent;
+        `progress` is called with each chunk's byte count.
+        """
         validate_uid(uid)
         name = validate_dataset_name(name or path.name)
+        if not name.lower().endswith(models.DATASET_SUFFIXES):
+            raise UsageError(
+                f"{name!r} is not a type the sandbox reads; use one of "
+                + ", ".join(models.DATASET_SUFFIXES)
+            )
         if not path.is_file():
             raise UsageError(f"{path} is not a readable file")
         user = self.require_user(uid)
@@ -673,7 +688,7 @@ class ControlPlane:
         key = f"users/{digest}/{name}"
         s3 = self.client("s3")
         # Managed transfer: multipart for large files, streamed from disk.
-        s3.upload_file(str(path), bucket, key)
+        s3.upload_file(str(path), bucket, key, Callback=progress)
         head = s3.head_object(Bucket=bucket, Key=key)
         return {
             "uid": uid,
