@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("rollouts", parents=[conn, as_json], help="image rollouts and their results")
 
+    p = sub.add_parser(
+        "logs", parents=[conn, as_json], help="the user function's recent log events"
+    )
+    p.add_argument("uid", type=_uid, metavar="UID", help="whose sandbox function's logs")
+    p.add_argument("--limit", type=_positive(int), default=50, help="newest N events (default 50)")
+
     p = sub.add_parser("executions", parents=[conn, as_json], help="recent workflow executions")
     p.add_argument(
         "--workflow",
@@ -415,6 +421,18 @@ def cmd_executions(app: App) -> int:
     return EXIT_OK
 
 
+def cmd_logs(app: App) -> int:
+    events = app.cp.logs(app.args.uid, app.args.limit)
+    if app.args.json:
+        app.emit(events, None)
+        return EXIT_OK
+    if not events:
+        app.out.print(f"no log events for {app.args.uid!r} yet", markup=False)
+    for e in events:
+        app.out.print(f"{e['time']}  {e['message']}", markup=False, highlight=False)
+    return EXIT_OK
+
+
 def cmd_status(app: App) -> int:
     a = app.args
     checks = app.cp.status()
@@ -504,6 +522,7 @@ COMMANDS: dict[str, Callable[[App], int]] = {
     "rollouts": cmd_rollouts,
     "executions": cmd_executions,
     "status": cmd_status,
+    "logs": cmd_logs,
     "local": cmd_local,
     "demo": cmd_demo,
 }

@@ -745,6 +745,34 @@ class ControlPlane:
             raise SandboxctlError(f"{function} returned no envelope: {str(payload)[:200]}")
         return payload
 
+    def logs(self, uid: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The user function's most recent log events (oldest first), from CloudWatch Logs."""
+        if limit < 1:
+            raise UsageError("--limit must be at least 1")
+        user = self.require_user(uid)
+        function = user.get("function_name")
+        if not function:
+            raise SandboxctlError(f"user {uid!r} has no function yet ({user.get('status')})")
+        group = f"/aws/lambda/{function}"
+        logs = self.client("logs")
+        events: list[dict[str, Any]] = []
+        try:
+            for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group):
+                events.extend(page.get("events", []))
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return []  # never invoked: Lambda creates the stream on the first run
+            raise
+        events.sort(key=lambda e: (e.get("timestamp", 0), e.get("eventId", "")))
+        return [
+            {
+                "time": datetime.fromtimestamp(e["timestamp"] / 1000, UTC).isoformat(),
+                "stream": e.get("logStreamName"),
+                "message": str(e.get("message", "")).rstrip("\n"),
+            }
+            for e in events[-limit:]
+        ]
+
     def push_image(self, tag: str) -> dict[str, Any]:
         """Local cloud only: PutImage a new manifest, which emits the ECR push event."""
         validate_image_tag(tag)

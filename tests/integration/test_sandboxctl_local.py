@@ -172,3 +172,20 @@ def test_ctrl_c_during_start_up_stops_local_up() -> None:
             proc.wait()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
+
+
+def test_logs_shows_the_user_functions_recent_log_events(served: str) -> None:
+    assert sandboxctl("signup", "logs-user", "--wait", "--endpoint", served).returncode == 0
+    before = json.loads(sandboxctl("logs", "logs-user", "--endpoint", served, "--json").stdout)
+    run = sandboxctl(
+        "run", "logs-user", "--dataset", "none.csv", "--code", "1", "--endpoint", served
+    )
+    assert run.returncode == 1  # rejected: no such dataset; the function still ran and logged
+
+    res = sandboxctl("logs", "logs-user", "--endpoint", served, "--json")
+    assert res.returncode == 0, res.stderr
+    events = json.loads(res.stdout)
+    new = [e for e in events if e not in before]
+    assert any(e["message"].startswith("START RequestId") for e in new)
+    assert any(e["message"].startswith("REPORT RequestId") for e in new)
+    assert sandboxctl("logs", "nobody-here", "--endpoint", served).returncode == 1
