@@ -493,10 +493,14 @@ def cmd_local(app: App) -> int:
     except ImportError as exc:
         raise SandboxctlError(f"the local cloud is not available: {exc}") from exc
     a = app.args
+    from sandboxctl.localcloud.server import LocalCloudError
+
     try:
         serve(port=a.port, faults=a.faults, seed=a.seed, first_image=not a.no_image)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    except LocalCloudError as exc:
+        raise SandboxctlError(str(exc)) from exc
     return EXIT_OK
 
 

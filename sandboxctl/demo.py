@@ -288,9 +288,10 @@ class Demo:
     def start_cloud(self) -> str:
         if self.cloud_factory is None:
             try:
-                from sandboxctl.localcloud.server import LocalCloud
+                from sandboxctl.localcloud.server import LocalCloud, require_project
             except ImportError as exc:
                 raise DemoCheckFailed(f"the local cloud cannot be imported: {exc}") from exc
+            require_project()
             self.cloud_factory = lambda: LocalCloud(port=0, seed=0)
         with self.waiting("starting the local cloud and deploying template.yaml"):
             cloud = self.cloud_factory()

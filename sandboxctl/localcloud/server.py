@@ -31,7 +31,38 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from sandboxctl.localcloud import deploy, httpapi
 from sandboxctl.localcloud import fixes as fixes_pkg
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def _project_root() -> Path:
+    """The source tree the local cloud deploys: $SANDBOXCTL_PROJECT_ROOT, this checkout, or cwd.
+
+    An installed sandboxctl (not editable) has no template.yaml beside it; a checkout's working
+    directory then stands in.
+    """
+    configured = os.environ.get("SANDBOXCTL_PROJECT_ROOT")
+    if configured:
+        return Path(configured).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "template.yaml").exists() or not (Path.cwd() / "template.yaml").exists():
+        return checkout
+    return Path.cwd().resolve()
+
+
+PROJECT_ROOT = _project_root()
+
+
+def require_project(project_root: Path = PROJECT_ROOT) -> None:
+    """Fail clearly when the project's sources (what the local cloud deploys) are absent."""
+    needed = ("template.yaml", "functions", "statemachines", "templates", "sandbox_runtime")
+    missing = [name for name in needed if not (project_root / name).exists()]
+    if missing:
+        raise LocalCloudError(
+            "the local cloud deploys the project's own sources (template.yaml, functions/, "
+            "statemachines/, templates/, sandbox_runtime/) from a source checkout; "
+            f"{', '.join(missing)} not found in {project_root}. Run it from a checkout of "
+            "sandbox-fleet or set SANDBOXCTL_PROJECT_ROOT to one."
+        )
+
+
 DEFAULT_STACK_NAME = "sandbox-fleet-local"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
@@ -497,6 +528,7 @@ def serve(
 ) -> int:
     """`sandboxctl local up`: start, print endpoint + resources + `ready`, serve until signalled."""
     out = out or sys.stdout
+    require_project()
     stop, serving = threading.Event(), threading.Event()
     with _signals_stop(stop, serving):
         out.write("starting the local cloud and deploying template.yaml (Ctrl-C to abandon)\n")

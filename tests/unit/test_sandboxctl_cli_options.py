@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,18 @@ def test_upload_refuses_a_type_run_would_refuse_before_sending_anything(tmp_path
     )
     assert code == cli.EXIT_USAGE
     assert "'sales.xlsx' is not a type the sandbox reads; use one of .csv" in err.getvalue()
+
+
+def test_local_up_without_the_project_sources_says_what_it_needs(tmp_path: Path) -> None:
+    env = {**os.environ, "SANDBOXCTL_PROJECT_ROOT": str(tmp_path)}
+    res = subprocess.run(
+        [sys.executable, "-m", "sandboxctl.cli", "local", "up"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 1
+    assert "from a source checkout" in res.stderr and "SANDBOXCTL_PROJECT_ROOT" in res.stderr
