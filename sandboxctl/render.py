@@ -97,7 +97,17 @@ def _counts(r: dict[str, Any]) -> str:
     counts = r.get("counts")
     if isinstance(counts, dict):
         parts.extend(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-    return ", ".join(parts) or "-"
+    groups = [", ".join(parts)] if parts else []
+    # The live per-wave counters the workflow adds to as each user finishes.
+    for wave in ("canary", "rest"):
+        live = [
+            f"{key.replace('_', ' ')} {r[f'{wave}_{key}']}"
+            for key in ("updated", "already_current", "failed", "skipped")
+            if f"{wave}_{key}" in r
+        ]
+        if live:
+            groups.append(f"{wave}: " + ", ".join(live))
+    return "; ".join(groups) or "-"
 
 
 def rollouts_table(rollouts: Sequence[dict[str, Any]]) -> Table:

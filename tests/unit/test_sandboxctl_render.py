@@ -150,3 +150,11 @@ def test_errors_in_tables_are_wrapped_whole_never_cut_at_80_columns() -> None:
 def test_piped_output_is_wider_than_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
     assert render.make_console(file=open(os.devnull, "w")).width == render.PIPED_WIDTH  # noqa: SIM115
+
+
+def test_rollouts_table_shows_the_live_per_wave_counters() -> None:
+    running = {"rollout_id": "r1", "status": "RUNNING", "canary_updated": 2, "canary_failed": 1}
+    running |= {"rest_updated": 7, "rest_already_current": 3}
+    out = " ".join(text_of(render.rollouts_table([running])).split())
+    assert "canary: updated 2, failed 1" in out.replace(" │ ", " ")
+    assert "already current 3" in out
