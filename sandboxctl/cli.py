@@ -194,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rollouts", parents=[conn, as_json], help="image rollouts and their results")
 
     p = sub.add_parser(
+        "reconcile",
+        parents=[conn, as_json, waiting],
+        help="run the Reconcile workflow now, wait for it and report what it did",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only plan: report what it would change")
+    p.add_argument(
+        "--no-wait", action="store_true", help="start it and print the execution ARN only"
+    )
+
+    p = sub.add_parser(
         "logs", parents=[conn, as_json], help="the user function's recent log events"
     )
     p.add_argument("uid", type=_uid, metavar="UID", help="whose sandbox function's logs")
@@ -421,6 +431,29 @@ def cmd_executions(app: App) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(app: App) -> int:
+    a = app.args
+    arn = app.cp.start_reconcile(dry_run=a.dry_run)
+    if a.no_wait:
+        app.emit({"execution_arn": arn}, f"started {arn}")
+        return EXIT_OK
+    with app.progress("reconciling" + (" (dry run)" if a.dry_run else "")) as tick:
+        done = app.cp.wait_for_execution(arn, a.timeout, tick)
+    if a.json:
+        app.emit(done, None)
+    else:
+        report = done.get("report")
+        counts: dict[str, Any] = {}
+        if isinstance(report, dict):
+            counts = report.get("planned" if a.dry_run else "results") or {}
+        rows = [(k, v) for k, v in sorted(counts.items())] or [("(nothing to do)", "")]
+        title = f"reconcile {done['status']}" + (" (dry run: planned)" if a.dry_run else "")
+        app.out.print(render.table(title, ["action", "users"], rows))
+        if done.get("cause"):
+            app.out.print(f"cause: {done.get('error')}: {done['cause']}", markup=False)
+    return EXIT_OK if done["status"] == "SUCCEEDED" else EXIT_FAIL
+
+
 def cmd_logs(app: App) -> int:
     events = app.cp.logs(app.args.uid, app.args.limit)
     if app.args.json:
@@ -527,6 +560,7 @@ COMMANDS: dict[str, Callable[[App], int]] = {
     "executions": cmd_executions,
     "status": cmd_status,
     "logs": cmd_logs,
+    "reconcile": cmd_reconcile,
     "local": cmd_local,
     "demo": cmd_demo,
 }

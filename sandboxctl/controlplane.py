@@ -745,6 +745,42 @@ class ControlPlane:
             raise SandboxctlError(f"{function} returned no envelope: {str(payload)[:200]}")
         return payload
 
+    def start_reconcile(self, dry_run: bool = False) -> str:
+        """Start the Reconcile workflow now (as its schedule does); returns the execution ARN."""
+        request = {"dry_run": True} if dry_run else {}
+        started = self.client("stepfunctions").start_execution(
+            stateMachineArn=self.output("ReconcileStateMachineArn"),
+            name=f"sandboxctl-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+            input=json.dumps(request),
+        )
+        return str(started["executionArn"])
+
+    def wait_for_execution(
+        self,
+        execution_arn: str,
+        timeout_s: float,
+        on_tick: Callable[[str, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """The execution once it is no longer RUNNING: status, output (parsed) and cause."""
+        sfn = self.client("stepfunctions")
+        for elapsed in Poller(timeout_s, cap=2.0):
+            described = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                try:
+                    output = json.loads(described.get("output") or "null")
+                except ValueError:
+                    output = described.get("output")
+                return {
+                    "execution_arn": execution_arn,
+                    "status": described["status"],
+                    "report": output,
+                    "error": described.get("error"),
+                    "cause": described.get("cause"),
+                }
+            if on_tick:
+                on_tick("RUNNING", elapsed)
+        raise WaitTimeoutError(f"{execution_arn} still RUNNING after {timeout_s:.0f}s")
+
     def logs(self, uid: str, limit: int = 50) -> list[dict[str, Any]]:
         """The user function's most recent log events (oldest first), from CloudWatch Logs."""
         if limit < 1:

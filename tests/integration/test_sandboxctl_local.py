@@ -189,3 +189,14 @@ def test_logs_shows_the_user_functions_recent_log_events(served: str) -> None:
     assert any(e["message"].startswith("START RequestId") for e in new)
     assert any(e["message"].startswith("REPORT RequestId") for e in new)
     assert sandboxctl("logs", "nobody-here", "--endpoint", served).returncode == 1
+
+
+def test_reconcile_starts_waits_and_reports(served: str) -> None:
+    dry = sandboxctl("reconcile", "--dry-run", "--endpoint", served, "--json")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    done = json.loads(dry.stdout)
+    assert done["status"] == "SUCCEEDED" and done["report"]["dry_run"] is True
+    assert isinstance(done["report"]["planned"], dict)
+    human = sandboxctl("reconcile", "--endpoint", served)
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "reconcile SUCCEEDED" in human.stdout
