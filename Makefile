@@ -14,10 +14,10 @@ SAM_DEPLOY_FLAGS ?=
 SAM_BUILD_FLAGS ?=
 export AWS_DEFAULT_REGION ?= us-east-1
 
-PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests
+PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests examples
 CFN_TEMPLATES := template.yaml templates/user-sandbox.yaml
 
-.PHONY: help install demo test lint format build deploy bench clean
+.PHONY: help install demo test lint format schemas build deploy bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +60,9 @@ lint: install ## ruff, mypy, sam validate --lint, cfn-lint, asl-validator, actio
 format: $(BIN)/.installed ## Format and autofix with ruff
 	$(BIN)/ruff format $(PY_SOURCES)
 	$(BIN)/ruff check --fix $(PY_SOURCES)
+
+schemas: $(BIN)/.installed ## Regenerate docs/schemas/ and the API samples in events/ from the models
+	$(BIN)/python -m sandboxctl.apischema
 
 build: $(SAM_VENV)/.installed ## sam build (needs python3.12, the functions' runtime, or SAM_BUILD_FLAGS=--use-container)
 	@if [[ " $(SAM_BUILD_FLAGS) " != *" --use-container "* ]] && ! command -v python3.12 >/dev/null; then \

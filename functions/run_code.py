@@ -22,12 +22,16 @@ from botocore.exceptions import ClientError
 from fleet import naming, registry
 from fleet.errors import UserNotFound
 from fleet.http import HttpError, body_bytes, caller_uid, parse_body, parse_event, response
+from fleet.leases import RunLeases, TooManyRuns
 from fleet.models import FAILED, PROVISIONING, READY, RunRequest
 
 MAX_BODY_BYTES = 96 * 1024
 # Server-side caps: API Gateway gives an integration 30 s, so a run must end well before.
 LIMIT_CAPS = {"timeout_s": 25.0, "max_output_bytes": 1024 * 1024}
 RETRY_AFTER_PROVISIONING = "10"
+DEFAULT_RUNS_PER_USER = 10
+# A lease outlives any run (RunCode's own timeout is 29 s), so only a crashed run's slot expires.
+LEASE_SECONDS = 35.0
 
 logger = Logger()
 tracer = Tracer()
@@ -41,6 +45,7 @@ class Dependencies:
     table_name: str
     stage: str
     caps: dict[str, float] | None = None
+    runs_per_user: int = DEFAULT_RUNS_PER_USER
 
 
 def sandbox_payload(request: RunRequest, request_id: str, caps: dict[str, float]) -> dict:
@@ -79,6 +84,27 @@ def run(uid: str, request: RunRequest, request_id: str, deps: Dependencies) -> d
         raise HttpError(500, "the registry is inconsistent")
     function = naming.function_name(deps.stage, digest)
     payload = sandbox_payload(request, request_id, deps.caps or LIMIT_CAPS)
+    leases = RunLeases(deps.dynamodb, deps.table_name, deps.runs_per_user, LEASE_SECONDS)
+    try:
+        leases.acquire(uid, request_id)
+    except TooManyRuns as busy:
+        metrics.add_metric(name="RunsRefusedPerUserCap", unit=MetricUnit.Count, value=1)
+        raise HttpError(
+            429,
+            f"{busy}; at most {busy.cap} at once, try again shortly",
+            {"retry-after": str(busy.retry_after)},
+        ) from None
+    try:
+        return _invoke(deps, function, payload)
+    finally:
+        try:
+            leases.release(uid, request_id)
+        except ClientError:
+            # The lease expires on its own (LEASE_SECONDS); the run's answer still stands.
+            logger.warning("run lease not released", extra={"function": function})
+
+
+def _invoke(deps: Dependencies, function: str, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         result = deps.lambda_client.invoke(
             FunctionName=function,
@@ -123,6 +149,7 @@ def _dependencies() -> Dependencies:
         lambda_client=boto3.client("lambda", config=lambda_config),
         table_name=os.environ["REGISTRY_TABLE_NAME"],
         stage=os.environ["STAGE"],
+        runs_per_user=int(os.environ.get("RUN_CONCURRENCY_PER_USER", DEFAULT_RUNS_PER_USER)),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from fleet.models import DATASET_SUFFIXES
 from rich.console import Console
 
 from sandboxctl import render
@@ -34,6 +35,26 @@ from sandboxctl.controlplane import (
 
 PROG = "sandboxctl"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+ENVIRONMENT_HELP = """\
+environment variables:
+  SANDBOXCTL_ENDPOINT   local cloud URL, as --endpoint (omit for real AWS)
+  SANDBOXCTL_STACK      control-plane stack name, as --stack (default sandbox-fleet-dev)
+  AWS_REGION, AWS_DEFAULT_REGION
+                        region when --region is not given (default us-east-1)
+  AWS_PROFILE and the rest of the AWS credential chain
+                        credentials for real AWS (the local cloud's come from its file)
+  COLUMNS               table width (piped output defaults to 160)
+  SANDBOXCTL_DEBUG=1    full tracebacks and moto's logs
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sandbox-fleet")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,7 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up waiting after this long (default 600)",
     )
 
-    parser = _Parser(prog=PROG, description=__doc__, parents=[conn])
+    parser = _Parser(
+        prog=PROG,
+        description=__doc__,
+        parents=[conn],
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -107,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn, as_json, waiting],
         help="sign a user up exactly as the Firebase function does",
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
-    p.add_argument("--email", default=None)
+    p.add_argument("uid", type=_uid, metavar="UID", help="the Firebase UID to sign up")
+    p.add_argument("--email", default=None, help="the user's email, as Firebase reports it")
     p.add_argument("--wait", action="store_true", help="return once the user is READY or FAILED")
 
     sub.add_parser(
@@ -120,28 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "delete-user", parents=[conn, as_json, waiting], help="report a Firebase user deletion"
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
+    p.add_argument("uid", type=_uid, metavar="UID", help="the Firebase UID that was deleted")
     p.add_argument("--wait", action="store_true", help="return once the user is DELETED")
 
     p = sub.add_parser("users", parents=[conn, as_json], help="list users from the registry")
-    p.add_argument("--status", choices=USER_STATUSES, default=None)
+    p.add_argument(
+        "--status", choices=USER_STATUSES, default=None, help="only users in this status"
+    )
 
     p = sub.add_parser(
         "upload", parents=[conn, as_json], help="put a data file under the user's prefix"
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("uid", type=_uid, metavar="UID", help="whose prefix the file goes to")
+    p.add_argument(
+        "file", type=Path, metavar="FILE", help=f"a data file ({', '.join(DATASET_SUFFIXES)})"
+    )
     p.add_argument("--as", dest="name", default=None, metavar="NAME", help="dataset name")
 
     p = sub.add_parser(
         "run", parents=[conn, as_json], help="run code in the user's own sandbox function"
     )
-    p.add_argument("uid", type=_uid, metavar="UID")
-    p.add_argument("--dataset", required=True, metavar="NAME")
+    p.add_argument("uid", type=_uid, metavar="UID", help="whose sandbox runs the code")
+    p.add_argument(
+        "--dataset", required=True, metavar="NAME", help="the uploaded file `df` is read from"
+    )
     code = p.add_mutually_exclusive_group(required=True)
-    code.add_argument("--code-file", type=Path, metavar="FILE")
-    code.add_argument("--code", metavar="STR")
-    p.add_argument("--timeout-s", type=_positive(float), default=None, metavar="SECONDS")
+    code.add_argument("--code-file", type=Path, metavar="FILE", help="read the code from FILE")
+    code.add_argument("--code", metavar="STR", help="the code itself")
+    p.add_argument(
+        "--timeout-s",
+        type=_positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="the run's own time limit inside the sandbox (not how long to wait; capped by it)",
+    )
     p.add_argument(
         "--figures-dir",
         type=Path,
@@ -154,23 +194,43 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn, as_json, waiting],
         help="local cloud: push a new sandbox image manifest (emits the ECR push event)",
     )
-    p.add_argument("tag", metavar="TAG")
+    p.add_argument("tag", metavar="TAG", help="image tag (a new manifest is made for it)")
     p.add_argument("--wait", action="store_true", help="wait for the rollout it starts")
 
     sub.add_parser("rollouts", parents=[conn, as_json], help="image rollouts and their results")
+
+    p = sub.add_parser(
+        "reconcile",
+        parents=[conn, as_json, waiting],
+        help="run the Reconcile workflow now, wait for it and report what it did",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only plan: report what it would change")
+    p.add_argument(
+        "--no-wait", action="store_true", help="start it and print the execution ARN only"
+    )
+
+    p = sub.add_parser(
+        "logs", parents=[conn, as_json], help="the user function's recent log events"
+    )
+    p.add_argument("uid", type=_uid, metavar="UID", help="whose sandbox function's logs")
+    p.add_argument("--limit", type=_positive(int), default=50, help="newest N events (default 50)")
 
     p = sub.add_parser("executions", parents=[conn, as_json], help="recent workflow executions")
     p.add_argument(
         "--workflow",
         choices=("ProvisionUser", "DeprovisionUser", "RolloutImage", "Reconcile"),
         default=None,
+        help="only this workflow",
     )
     p.add_argument(
         "--status",
         choices=("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"),
         default=None,
+        help="only executions in this status",
     )
-    p.add_argument("--limit", type=_positive(int), default=20)
+    p.add_argument(
+        "--limit", type=_positive(int), default=20, help="newest N executions (default 20)"
+    )
 
     p = sub.add_parser(
         "status",
@@ -185,7 +245,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = local_sub.add_parser("up", help="serve a local cloud until Ctrl-C")
     p.add_argument("--port", type=_port, default=0, help="0 (default) picks a free port")
     p.add_argument("--faults", default=None, metavar="PROFILE", help="slow, throttle or flaky")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault profile's randomness")
+    p.add_argument(
+        "--no-image",
+        action="store_true",
+        help="do not push the first sandbox image (signups then fail with NoDesiredImage "
+        "until `sandboxctl push-image`), as right after `sam deploy` before CI's first push",
+    )
+    p = local_sub.add_parser(
+        "token",
+        parents=[conn, as_json],
+        help="print a Firebase ID token for UID, signed by the local cloud's issuer",
+        description=(
+            "Print a Firebase ID token for UID from a running `sandboxctl local up` "
+            "(found with --endpoint, SANDBOXCTL_ENDPOINT, or the only one running). Send it as "
+            "`Authorization: Bearer <token>` to the local HTTP API (see docs/client.md)."
+        ),
+    )
+    p.add_argument("uid", type=_uid, metavar="UID", help="the Firebase UID the token is for")
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="lifetime in seconds (default 3600, as Firebase; negative gives an expired token)",
+    )
 
     p = sub.add_parser("demo", help="run the whole story on an embedded local cloud")
     p.add_argument(
@@ -280,7 +364,16 @@ def cmd_users(app: App) -> int:
 
 def cmd_upload(app: App) -> int:
     a = app.args
-    info = app.cp.upload(a.uid, a.file, a.name)
+    if not app.err.is_terminal:
+        info = app.cp.upload(a.uid, a.file, a.name)
+    else:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        size = a.file.stat().st_size if a.file.is_file() else 0
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=app.err, transient=True) as bar:
+            task = bar.add_task(f"uploading {a.file.name}", total=size)
+            info = app.cp.upload(a.uid, a.file, a.name, progress=lambda n: bar.advance(task, n))
     app.emit(info, f"uploaded {info['bytes']} bytes to s3://{info['bucket']}/{info['key']}")
     return EXIT_OK
 
@@ -344,6 +437,41 @@ def cmd_executions(app: App) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(app: App) -> int:
+    a = app.args
+    arn = app.cp.start_reconcile(dry_run=a.dry_run)
+    if a.no_wait:
+        app.emit({"execution_arn": arn}, f"started {arn}")
+        return EXIT_OK
+    with app.progress("reconciling" + (" (dry run)" if a.dry_run else "")) as tick:
+        done = app.cp.wait_for_execution(arn, a.timeout, tick)
+    if a.json:
+        app.emit(done, None)
+    else:
+        report = done.get("report")
+        counts: dict[str, Any] = {}
+        if isinstance(report, dict):
+            counts = report.get("planned" if a.dry_run else "results") or {}
+        rows = [(k, v) for k, v in sorted(counts.items())] or [("(nothing to do)", "")]
+        title = f"reconcile {done['status']}" + (" (dry run: planned)" if a.dry_run else "")
+        app.out.print(render.table(title, ["action", "users"], rows))
+        if done.get("cause"):
+            app.out.print(f"cause: {done.get('error')}: {done['cause']}", markup=False)
+    return EXIT_OK if done["status"] == "SUCCEEDED" else EXIT_FAIL
+
+
+def cmd_logs(app: App) -> int:
+    events = app.cp.logs(app.args.uid, app.args.limit)
+    if app.args.json:
+        app.emit(events, None)
+        return EXIT_OK
+    if not events:
+        app.out.print(f"no log events for {app.args.uid!r} yet", markup=False)
+    for e in events:
+        app.out.print(f"{e['time']}  {e['message']}", markup=False, highlight=False)
+    return EXIT_OK
+
+
 def cmd_status(app: App) -> int:
     a = app.args
     checks = app.cp.status()
@@ -361,16 +489,57 @@ def cmd_status(app: App) -> int:
     return EXIT_OK if all(c["ok"] for c in checks) else EXIT_FAIL
 
 
+def cmd_local_token(app: App) -> int:
+    from sandboxctl.localcloud.httpapi import TokenIssuer
+    from sandboxctl.localcloud.server import running_connections
+
+    a = app.args
+    endpoint = getattr(a, "endpoint", None) or os.environ.get("SANDBOXCTL_ENDPOINT")
+    if endpoint:
+        from sandboxctl.controlplane import local_connection
+
+        info = local_connection(endpoint.rstrip("/"))
+        if info is None:
+            raise SandboxctlError(f"no `sandboxctl local up` is serving at {endpoint}")
+    else:
+        found = running_connections()
+        if len(found) != 1:
+            raise UsageError(
+                "no local cloud is running (start `sandboxctl local up`)"
+                if not found
+                else "several local clouds are running; pick one with --endpoint"
+            )
+        info = found[0]
+    if "token_issuer" not in info:
+        raise SandboxctlError(
+            "that local cloud has no token issuer (started by an older sandboxctl)"
+        )
+    issuer = TokenIssuer.from_dict(info["token_issuer"])
+    token = issuer.token(a.uid, expires_in=a.expires_in)
+    if a.json:
+        data = {"uid": a.uid, "id_token": token, "expires_in": a.expires_in}
+        app.emit({**data, "api_url": info.get("api_url")}, None)
+    else:
+        app.out.print(token, markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def cmd_local(app: App) -> int:
+    if app.args.local_command == "token":
+        return cmd_local_token(app)
     try:
         from sandboxctl.localcloud.server import serve
     except ImportError as exc:
         raise SandboxctlError(f"the local cloud is not available: {exc}") from exc
     a = app.args
+    from sandboxctl.localcloud.server import LocalCloudError
+
     try:
-        serve(port=a.port, faults=a.faults, seed=a.seed)
+        serve(port=a.port, faults=a.faults, seed=a.seed, first_image=not a.no_image)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    except LocalCloudError as exc:
+        raise SandboxctlError(str(exc)) from exc
     return EXIT_OK
 
 
@@ -404,6 +573,8 @@ COMMANDS: dict[str, Callable[[App], int]] = {
     "rollouts": cmd_rollouts,
     "executions": cmd_executions,
     "status": cmd_status,
+    "logs": cmd_logs,
+    "reconcile": cmd_reconcile,
     "local": cmd_local,
     "demo": cmd_demo,
     "doctor": cmd_doctor,

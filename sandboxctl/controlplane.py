@@ -419,6 +419,16 @@ class ControlPlane:
     def has(self, key: str) -> bool:
         return bool(self.outputs.get(key))
 
+    def api_url(self) -> str:
+        """The HTTP API's base URL: the stack output on AWS, the local cloud's own route locally."""
+        deployed = self.output("HttpApiUrl").rstrip("/")
+        if self.target.on_aws:
+            return deployed
+        from sandboxctl.localcloud.httpapi import api_url
+
+        api_id = deployed.split("//", 1)[-1].split(".", 1)[0]
+        return api_url(str(self.target.endpoint), api_id)
+
     def output(self, key: str) -> str:
         value = self.outputs.get(key)
         if not value:
@@ -653,10 +663,25 @@ class ControlPlane:
         return self.call_webhook(checked_notice(models.UserDeletedNotice, notice))
 
     # operations --------------------------------------------------------------------------
-    def upload(self, uid: str, path: Path, name: str | None = None) -> dict[str, Any]:
-        """Put a data file under the user's prefix; the digest comes from the registry."""
+    def upload(
+        self,
+        uid: str,
+        path: Path,
+        name: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Put a data file under the user's prefix; the digest comes from the registry.
+
+        A name `run` would refuse (its type) is refused here, before a byte is sent;
+        `progress` is called with each chunk's byte count.
+        """
         validate_uid(uid)
         name = validate_dataset_name(name or path.name)
+        if not name.lower().endswith(models.DATASET_SUFFIXES):
+            raise UsageError(
+                f"{name!r} is not a type the sandbox reads; use one of "
+                + ", ".join(models.DATASET_SUFFIXES)
+            )
         if not path.is_file():
             raise UsageError(f"{path} is not a readable file")
         user = self.require_user(uid)
@@ -669,7 +694,7 @@ class ControlPlane:
         key = f"users/{digest}/{name}"
         s3 = self.client("s3")
         # Managed transfer: multipart for large files, streamed from disk.
-        s3.upload_file(str(path), bucket, key)
+        s3.upload_file(str(path), bucket, key, Callback=progress)
         head = s3.head_object(Bucket=bucket, Key=key)
         return {
             "uid": uid,
@@ -725,6 +750,70 @@ class ControlPlane:
         if not isinstance(payload, dict) or "status" not in payload:
             raise SandboxctlError(f"{function} returned no envelope: {str(payload)[:200]}")
         return payload
+
+    def start_reconcile(self, dry_run: bool = False) -> str:
+        """Start the Reconcile workflow now (as its schedule does); returns the execution ARN."""
+        request = {"dry_run": True} if dry_run else {}
+        started = self.client("stepfunctions").start_execution(
+            stateMachineArn=self.output("ReconcileStateMachineArn"),
+            name=f"sandboxctl-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+            input=json.dumps(request),
+        )
+        return str(started["executionArn"])
+
+    def wait_for_execution(
+        self,
+        execution_arn: str,
+        timeout_s: float,
+        on_tick: Callable[[str, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """The execution once it is no longer RUNNING: status, output (parsed) and cause."""
+        sfn = self.client("stepfunctions")
+        for elapsed in Poller(timeout_s, cap=2.0):
+            described = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                try:
+                    output = json.loads(described.get("output") or "null")
+                except ValueError:
+                    output = described.get("output")
+                return {
+                    "execution_arn": execution_arn,
+                    "status": described["status"],
+                    "report": output,
+                    "error": described.get("error"),
+                    "cause": described.get("cause"),
+                }
+            if on_tick:
+                on_tick("RUNNING", elapsed)
+        raise WaitTimeoutError(f"{execution_arn} still RUNNING after {timeout_s:.0f}s")
+
+    def logs(self, uid: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The user function's most recent log events (oldest first), from CloudWatch Logs."""
+        if limit < 1:
+            raise UsageError("--limit must be at least 1")
+        user = self.require_user(uid)
+        function = user.get("function_name")
+        if not function:
+            raise SandboxctlError(f"user {uid!r} has no function yet ({user.get('status')})")
+        group = f"/aws/lambda/{function}"
+        logs = self.client("logs")
+        events: list[dict[str, Any]] = []
+        try:
+            for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group):
+                events.extend(page.get("events", []))
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return []  # never invoked: Lambda creates the stream on the first run
+            raise
+        events.sort(key=lambda e: (e.get("timestamp", 0), e.get("eventId", "")))
+        return [
+            {
+                "time": datetime.fromtimestamp(e["timestamp"] / 1000, UTC).isoformat(),
+                "stream": e.get("logStreamName"),
+                "message": str(e.get("message", "")).rstrip("\n"),
+            }
+            for e in events[-limit:]
+        ]
 
     def push_image(self, tag: str) -> dict[str, Any]:
         """Local cloud only: PutImage a new manifest, which emits the ECR push event."""
@@ -789,7 +878,25 @@ class ControlPlane:
                     row["console_url"] = console_url(self.target.region, ex["executionArn"])
                 rows.append(row)
         rows.sort(key=lambda r: r["started"] or "", reverse=True)
-        return rows[:limit]
+        rows = rows[:limit]
+        for row in rows:
+            row.update(self._execution_subject(sfn, row["execution_arn"], row["status"]))
+        return rows
+
+    @staticmethod
+    def _execution_subject(sfn: Any, arn: str, status: str) -> dict[str, Any]:
+        """Who an execution was for (the event's uid) and, when it failed, why."""
+        described = sfn.describe_execution(executionArn=arn)
+        try:
+            detail = json.loads(described.get("input") or "{}").get("detail") or {}
+        except ValueError:
+            detail = {}
+        uid = detail.get("uid") if isinstance(detail, dict) else None
+        cause = None
+        if status in ("FAILED", "TIMED_OUT", "ABORTED"):
+            parts = [described.get("error"), described.get("cause")]
+            cause = ": ".join(str(p) for p in parts if p) or status
+        return {"uid": uid, "cause": cause}
 
     def latest_failure(self, workflow: str) -> str | None:
         """`<execution>: <error>: <cause>` of the workflow's newest failed execution, if any."""
@@ -866,6 +973,11 @@ class ControlPlane:
         )
         for name, key in STATE_MACHINE_OUTPUTS.items():
             check(f"{name} workflow", partial(self._state_machine_status, key))
+        try:
+            url = self.api_url()
+            checks.append({"check": "http api", "ok": True, "detail": url, "api_url": url})
+        except OutputMissingError as exc:
+            checks.append({"check": "http api", "ok": False, "detail": str(exc), "api_url": None})
         for key in ("SignupWebhookFunctionName", "RunCodeFunctionName"):
             check(key.removesuffix("FunctionName"), partial(self._function_state, key))
         check(

@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandboxctl import render
+from sandboxctl.apiclient import ApiClient, ApiError
 from sandboxctl.controlplane import (
     ControlPlane,
     SandboxctlError,
@@ -287,9 +288,10 @@ class Demo:
     def start_cloud(self) -> str:
         if self.cloud_factory is None:
             try:
-                from sandboxctl.localcloud.server import LocalCloud
+                from sandboxctl.localcloud.server import LocalCloud, require_project
             except ImportError as exc:
                 raise DemoCheckFailed(f"the local cloud cannot be imported: {exc}") from exc
+            require_project()
             self.cloud_factory = lambda: LocalCloud(port=0, seed=0)
         with self.waiting("starting the local cloud and deploying template.yaml"):
             cloud = self.cloud_factory()
@@ -368,30 +370,39 @@ class Demo:
         self.console.print(render.users_table([u.record for u in self.users]))
         return "2 users READY, each with their own stack, function and role"
 
+    def api(self, user: DemoUser) -> ApiClient:
+        """The user's app: a fresh Firebase ID token from the local issuer on every call."""
+        assert self.cp is not None and self.cloud is not None
+        cloud, uid = self.cloud, user.uid
+        return ApiClient(self.cp.api_url(), lambda: str(cloud.id_token(uid)))
+
     def upload(self) -> str:
-        self.needs("DataBucketName")
+        self.needs("DataBucketName", "HttpApiUrl")
         assert self.cp is not None
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"HTTP API {self.cp.api_url()}, Firebase ID tokens from the local issuer")
+        bucket = self.cp.output("DataBucketName")
         for user in self.users:
-            path = self.output_dir / f"{user.label.lower()}-{user.dataset}"
-            path.write_bytes(user.csv)
-            info = self.cp.upload(user.uid, path, user.dataset)
-            head = self.cp.client("s3").head_object(Bucket=info["bucket"], Key=info["key"])
+            (self.output_dir / f"{user.label.lower()}-{user.dataset}").write_bytes(user.csv)
+            self.api(user).upload(user.dataset, user.csv, "text/csv")
+            key = f"users/{user.digest}/{user.dataset}"
+            head = self.cp.client("s3").head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] != len(user.csv):
-                raise DemoCheckFailed(f"{info['key']} has {head['ContentLength']} bytes")
+                raise DemoCheckFailed(f"{key} has {head['ContentLength']} bytes")
             self.say(
-                f"user {user.label}: {info['bytes']} bytes → s3://{info['bucket']}/{info['key']}"
+                f"user {user.label}: POST /datasets, PUT {len(user.csv)} bytes "
+                f"→ s3://{bucket}/{key}"
             )
-        return "each CSV stored under its owner's prefix"
+        return "each CSV uploaded through the API to its owner's prefix"
 
     def analytics(self) -> str:
         assert self.cp is not None
         charts: list[str] = []
         for user in self.users:
-            with self.waiting(f"running {user.label}'s code in {user.label}'s sandbox"):
-                envelope = self.cp.run(user.uid, user.dataset, user.code)
+            with self.waiting(f"POST /run: {user.label}'s code in {user.label}'s sandbox"):
+                envelope = self.api(user).run(user.code, user.dataset)
             paths = save_figures(envelope, self.output_dir, f"{user.label.lower()}-chart")
-            self.say(f"user {user.label}'s code, run in {user.record.get('function_name')}:")
+            self.say(f"user {user.label}'s code, POST /run → {user.record.get('function_name')}:")
             self.console.print(
                 Panel(Syntax(user.code.rstrip(), "python", theme="ansi_dark"), expand=False)
             )
@@ -414,7 +425,13 @@ class Demo:
         a, b = self.users
         stolen = f"../{b.digest}/{b.dataset}"
         self.say(f"user A asks their sandbox for dataset {stolen!r}")
-        envelope = self.cp.run(a.uid, stolen, "df.head()")
+        try:
+            envelope = self.api(a).run("df.head()", stolen)
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            self.say(f"API: HTTP {exc.status} {exc.message}")
+            return "the API refused the path before any sandbox ran"
         error = envelope.get("error") or {}
         self.say(f"runtime: status {envelope.get('status')}: {error.get('message')}")
         if envelope.get("status") != "rejected":
@@ -463,7 +480,7 @@ class Demo:
             except ClientError as exc:
                 if not is_access_denied(exc):
                     raise DemoCheckFailed(f"{what}: expected AccessDenied, got {exc}") from exc
-                self.say(f"DENIED   {what}: {describe_client_error(exc)[:90]}")
+                self.say(f"DENIED   {what}: {describe_client_error(exc)}")
                 continue
             raise DemoCheckFailed(f"IAM allowed the attacker to {what}")
         after = self.cp.client("s3").get_object(Bucket=bucket, Key=b_key)["Body"].read()
@@ -513,7 +530,7 @@ class Demo:
             image = next((v for k, v in params.items() if k.lower() == "imageuri"), "")
             if not image.endswith(f"@{digest}"):
                 raise DemoCheckFailed(f"{record['stack_name']} ImageUri is {image!r}")
-            envelope = cp.run(user.uid, user.dataset, "len(df)")
+            envelope = self.api(user).run("len(df)", user.dataset)
             if envelope.get("status") != "ok":
                 raise DemoCheckFailed(f"{user.label}'s sandbox fails after the rollout")
             self.say(f"user {user.label}: stack and registry on {render.short_digest(digest)}")
@@ -584,7 +601,7 @@ class Demo:
                 escape(r.name),
                 Text(r.outcome, style=style[r.outcome]),
                 f"{r.seconds:.1f}",
-                escape(render.clip(r.detail, 160)),
+                escape(render.full(r.detail)),
             )
         self.console.print(table)
         failed = [r for r in self.results if r.outcome in (FAILED, SKIPPED)]

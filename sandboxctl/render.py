@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ def clip(value: Any, width: int = MAX_CELL) -> str:
         return "-"
     text = str(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def full(value: Any) -> str:
+    """A cell that carries meaning (an error, a detail, an id): whole, folded by the table."""
+    if value is None or value == "":
+        return "-"
+    return " ".join(str(value).split())
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
@@ -71,12 +79,12 @@ def users_table(users: Sequence[dict[str, Any]]) -> Table:
         t.add_column(col, overflow="fold")
     for u in users:
         t.add_row(
-            escape(clip(u.get("uid"), 40)),
+            escape(full(u.get("uid"))),
             styled(u.get("status")),
-            escape(clip(u.get("stack_name"))),
-            escape(clip(u.get("function_name"))),
+            escape(full(u.get("stack_name"))),
+            escape(full(u.get("function_name"))),
             short_digest(u.get("image_digest")),
-            escape(clip(u.get("last_error"), 60)),
+            escape(full(u.get("last_error"))),
         )
     return t
 
@@ -89,7 +97,17 @@ def _counts(r: dict[str, Any]) -> str:
     counts = r.get("counts")
     if isinstance(counts, dict):
         parts.extend(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-    return ", ".join(parts) or "-"
+    groups = [", ".join(parts)] if parts else []
+    # The live per-wave counters the workflow adds to as each user finishes.
+    for wave in ("canary", "rest"):
+        live = [
+            f"{key.replace('_', ' ')} {r[f'{wave}_{key}']}"
+            for key in ("updated", "already_current", "failed", "skipped")
+            if f"{wave}_{key}" in r
+        ]
+        if live:
+            groups.append(f"{wave}: " + ", ".join(live))
+    return "; ".join(groups) or "-"
 
 
 def rollouts_table(rollouts: Sequence[dict[str, Any]]) -> Table:
@@ -98,7 +116,7 @@ def rollouts_table(rollouts: Sequence[dict[str, Any]]) -> Table:
         t.add_column(col, overflow="fold")
     for r in rollouts:
         t.add_row(
-            escape(clip(r.get("rollout_id"), 40)),
+            escape(full(r.get("rollout_id"))),
             styled(r.get("status")),
             short_digest(r.get("image_digest")),
             short_digest(r.get("previous_digest")),
@@ -132,7 +150,7 @@ def rollout_failures(rollouts: Sequence[dict[str, Any]]) -> list[str]:
 
 def executions_table(rows: Sequence[dict[str, Any]], on_aws: bool) -> Table:
     t = Table(title=f"{len(rows)} execution(s)", title_justify="left", header_style="bold")
-    cols = ["workflow", "execution", "status", "started", "stopped"]
+    cols = ["workflow", "execution", "user", "status", "started", "stopped", "cause"]
     if on_aws:
         cols.append("console")
     for col in cols:
@@ -140,10 +158,12 @@ def executions_table(rows: Sequence[dict[str, Any]], on_aws: bool) -> Table:
     for r in rows:
         cells: list[Any] = [
             r["workflow"],
-            escape(clip(r["name"], 48)),
+            escape(full(r["name"])),
+            escape(full(r.get("uid"))),
             styled(r["status"]),
             clip(r.get("started")),
             clip(r.get("stopped")),
+            escape(full(r.get("cause"))),
         ]
         if on_aws:
             url = r.get("console_url", "")
@@ -158,7 +178,7 @@ def status_table(checks: Sequence[dict[str, Any]]) -> Table:
         t.add_column(col, overflow="fold")
     for c in checks:
         ok = Text("yes", style="green") if c["ok"] else Text("NO", style="bold red")
-        t.add_row(escape(c["check"]), ok, escape(clip(c["detail"], 100)))
+        t.add_row(escape(c["check"]), ok, escape(full(c["detail"])))
     return t
 
 
@@ -261,5 +281,12 @@ def envelope_renderable(envelope: dict[str, Any], figure_paths: Sequence[Path]) 
     return Group(*parts)
 
 
+# Piped output (CI logs, `| less`) is not 80 columns wide by nature; COLUMNS still decides.
+PIPED_WIDTH = 160
+
+
 def make_console(stderr: bool = False, **kwargs: Any) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, **kwargs)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False, **kwargs)
+    if "width" not in kwargs and not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = PIPED_WIDTH
+    return console

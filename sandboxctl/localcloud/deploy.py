@@ -115,14 +115,27 @@ def package(template: dict[str, Any], template_dir: Path, bucket: str) -> Packag
     return packaged
 
 
-def transform(template: dict[str, Any], region: str) -> dict[str, Any]:
-    """Run the SAM transform offline; managed-policy names resolve to their well-known ARNs."""
+def transform(
+    template: dict[str, Any], region: str, parameters: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the SAM transform offline; managed-policy names resolve to their well-known ARNs.
+
+    As CloudFormation does, the transform sees the stack's parameter values (lists split), since
+    SAM inlines parameter references in some properties (e.g. an HTTP API's CORS origins).
+    """
+    declared = template.get("Parameters", {})
+    values: dict[str, Any] = {}
+    for name, value in (parameters or {}).items():
+        kind = str(declared.get(name, {}).get("Type", "String"))
+        values[name] = (
+            value.split(",") if kind == "CommaDelimitedList" or kind.startswith("List<") else value
+        )
     if "Transform" not in template:
         return template
     translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
     try:
         result: dict[str, Any] = translator.translate(
-            copy.deepcopy(template), parameter_values={}, get_managed_policy_map=dict
+            copy.deepcopy(template), parameter_values=values, get_managed_policy_map=dict
         )
     except Exception as exc:  # samtranslator raises InvalidDocumentException & friends
         raise TemplateError(f"SAM transform failed: {exc}") from exc

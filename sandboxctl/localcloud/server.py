@@ -28,16 +28,52 @@ from botocore.config import Config
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
 
-from sandboxctl.localcloud import deploy
+from sandboxctl.localcloud import deploy, httpapi
 from sandboxctl.localcloud import fixes as fixes_pkg
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def _project_root() -> Path:
+    """The source tree the local cloud deploys: $SANDBOXCTL_PROJECT_ROOT, this checkout, or cwd.
+
+    An installed sandboxctl (not editable) has no template.yaml beside it; a checkout's working
+    directory then stands in.
+    """
+    configured = os.environ.get("SANDBOXCTL_PROJECT_ROOT")
+    if configured:
+        return Path(configured).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "template.yaml").exists() or not (Path.cwd() / "template.yaml").exists():
+        return checkout
+    return Path.cwd().resolve()
+
+
+PROJECT_ROOT = _project_root()
+
+
+def require_project(project_root: Path = PROJECT_ROOT) -> None:
+    """Fail clearly when the project's sources (what the local cloud deploys) are absent."""
+    needed = ("template.yaml", "functions", "statemachines", "templates", "sandbox_runtime")
+    missing = [name for name in needed if not (project_root / name).exists()]
+    if missing:
+        raise LocalCloudError(
+            "the local cloud deploys the project's own sources (template.yaml, functions/, "
+            "statemachines/, templates/, sandbox_runtime/) from a source checkout; "
+            f"{', '.join(missing)} not found in {project_root}. Run it from a checkout of "
+            "sandbox-fleet or set SANDBOXCTL_PROJECT_ROOT to one."
+        )
+
+
 DEFAULT_STACK_NAME = "sandbox-fleet-local"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
 ADMIN_USER = "sandbox-fleet-local-admin"
 # Parameters the template needs that have no sensible default outside a real account.
-DEFAULT_PARAMETERS = {"Stage": "local", "FirebaseProjectId": "sandbox-fleet-local"}
+DEFAULT_PARAMETERS = {
+    "Stage": "local",
+    "FirebaseProjectId": "sandbox-fleet-local",
+    # The usual dev servers (Vite, Create React App / Next.js) may call the local HTTP API.
+    "CorsAllowedOrigins": "http://localhost:5173,http://localhost:3000",
+}
 STACK_DEADLINE_SECONDS = 120.0
 # Process environment that start() sets for moto's interpreter and image functions.
 _PROCESS_ENVIRON = ("MOTO_PORT", "MOTO_LAMBDA_STUB_ECR")
@@ -88,6 +124,8 @@ class LocalCloud:
         self._session_lock = threading.Lock()
         self._started = False
         self._saved_environ: dict[str, str | None] = {}
+        # The Firebase token issuer for local use: a fresh key per cloud.
+        self.token_issuer = httpapi.TokenIssuer.generate(self.parameters["FirebaseProjectId"])
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalCloud:
@@ -121,9 +159,12 @@ class LocalCloud:
         warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
         # Fixes patch moto's classes, so they go in before the server handles a request.
         self.fixes_applied = fixes_pkg.apply_all()
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        try:
+            self._server = httpapi.moto_server("127.0.0.1", self.port)
+        except OSError as exc:
+            raise LocalCloudError(
+                f"cannot listen on 127.0.0.1:{self.port}: {exc.strerror}"
+            ) from exc
         self._server.start()
         _host, port = self._server.get_host_and_port()
         self.port = port
@@ -138,6 +179,7 @@ class LocalCloud:
         lambda_exec.configure(
             endpoint=self.endpoint, region=self.region, project_root=self.project_root
         )
+        httpapi.configure(self.endpoint, self.account_id, self.region, self.token_issuer)
         faults_module = _faults_module()
         if faults_module is not None:
             faults_module.configure(self.faults, self.seed)
@@ -197,7 +239,7 @@ class LocalCloud:
 
         for key, directory in packaged.code_dirs.items():
             lambda_exec.register_code_dir(artifacts, key, directory)
-        transformed = deploy.transform(packaged.template, self.region)
+        transformed = deploy.transform(packaged.template, self.region, self.parameters)
         template_key = f"templates/{self.stack_name}.json"
         s3.put_object(Bucket=artifacts, Key=template_key, Body=json.dumps(transformed).encode())
         cfn = self.client("cloudformation")
@@ -352,10 +394,23 @@ class LocalCloud:
             region_name=self.region,
         )
 
-    def connection(self) -> dict[str, str]:
+    @property
+    def api_url(self) -> str:
+        """Where the local cloud serves the stack's HTTP API (its $default stage)."""
+        api = self.outputs.get("HttpApiUrl", "")
+        api_id = api.split("//", 1)[-1].split(".", 1)[0]
+        return httpapi.api_url(self.endpoint, api_id) if api_id else ""
+
+    def id_token(self, uid: str, expires_in: int = httpapi.ID_TOKEN_SECONDS) -> str:
+        """A Firebase ID token for `uid`, signed by the local cloud's issuer."""
+        return self.token_issuer.token(uid, expires_in=expires_in)
+
+    def connection(self) -> dict[str, Any]:
         """What a client in another process needs: endpoint, region, operator keys, stack."""
         key, secret = self.admin_credentials
         return {
+            "api_url": self.api_url,
+            "token_issuer": self.token_issuer.to_dict(),
             "endpoint": self.endpoint,
             "region": self.region,
             "account_id": self.account_id,
@@ -393,6 +448,22 @@ def write_connection(cloud: LocalCloud) -> Path:
     return path
 
 
+def running_connections(project_root: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
+    """Connection details of every `sandboxctl local up` still serving (stale files skipped)."""
+    found = []
+    for path in sorted(state_dir(project_root).glob("local-cloud-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            with urllib.request.urlopen(  # noqa: S310 - our own http://127.0.0.1 server
+                f"{data['endpoint']}/_localcloud/securetoken/jwk", timeout=2
+            ):
+                pass
+        except (OSError, ValueError, KeyError):
+            continue
+        found.append(data)
+    return found
+
+
 def load_connection(endpoint: str, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
     """Connection details of a running `sandboxctl local up` at `endpoint` (raises if none)."""
     port = endpoint.rstrip("/").rsplit(":", 1)[-1]
@@ -416,8 +487,10 @@ def print_resources(cloud: LocalCloud, out: TextIO) -> None:
 
 
 @contextmanager
-def _signals_stop(stop: threading.Event) -> Iterator[None]:
+def _signals_stop(stop: threading.Event, serving: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
+        if not serving.is_set():
+            raise KeyboardInterrupt  # still starting: abandon the start-up (cleaned up on exit)
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -428,23 +501,65 @@ def _signals_stop(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+FIRST_IMAGE_TAG = "v1"
+FIRST_ROLLOUT_DEADLINE_S = 180.0
+
+
+def push_first_image(cloud: LocalCloud, out: TextIO) -> None:
+    """What CI does after a deploy: push the first sandbox image, so signups can provision."""
+    from sandboxctl.controlplane import ControlPlane
+
+    cp = ControlPlane.from_local_cloud(cloud)
+    if cp.desired_image():
+        return
+    pushed = cp.push_image(FIRST_IMAGE_TAG)
+    rollout = cp.wait_for_rollout(pushed["image_digest"], FIRST_ROLLOUT_DEADLINE_S)
+    if rollout.get("status") != "COMPLETED":
+        raise LocalCloudError(f"the first image's rollout ended {rollout.get('status')}")
+    out.write(f"first image: {pushed['image_uri']} (desired; signups provision on it)\n")
+
+
 def serve(
-    port: int = 0, faults: str | None = None, seed: int = 0, out: TextIO | None = None
+    port: int = 0,
+    faults: str | None = None,
+    seed: int = 0,
+    out: TextIO | None = None,
+    first_image: bool = True,
 ) -> int:
     """`sandboxctl local up`: start, print endpoint + resources + `ready`, serve until signalled."""
     out = out or sys.stdout
-    stop = threading.Event()
-    with _signals_stop(stop), LocalCloud(port=port, faults=faults, seed=seed) as cloud:
+    require_project()
+    stop, serving = threading.Event(), threading.Event()
+    with _signals_stop(stop, serving):
+        out.write("starting the local cloud and deploying template.yaml (Ctrl-C to abandon)\n")
+        out.flush()
+        return _serve(
+            LocalCloud(port=port, faults=faults, seed=seed), stop, serving, out, first_image
+        )
+
+
+def _serve(
+    cloud_to_start: LocalCloud,
+    stop: threading.Event,
+    serving: threading.Event,
+    out: TextIO,
+    first_image: bool,
+) -> int:
+    with cloud_to_start as cloud:
+        if first_image:
+            push_first_image(cloud, out)
         path = write_connection(cloud)
         out.write(f"endpoint: {cloud.endpoint}\n")
+        out.write(f"http api: {cloud.api_url}  (tokens: sandboxctl local token UID)\n")
         out.write(
             f"region: {cloud.region}  account: {cloud.account_id}  stack: {cloud.stack_name}\n"
         )
-        out.write(f"faults: {faults or 'none'}  seed: {seed}  IAM enforcement: on\n")
+        out.write(f"faults: {cloud.faults or 'none'}  seed: {cloud.seed}  IAM enforcement: on\n")
         out.write(f"operator credentials: {path}\n\n")
         print_resources(cloud, out)
         out.write(f"\nlocal cloud ready in {cloud.startup_seconds:.1f}s (Ctrl-C to stop)\n")
         out.flush()
+        serving.set()
         try:
             while not stop.wait(0.5):
                 pass

@@ -106,3 +106,12 @@ def outputs(stack: dict[str, Any]) -> dict[str, str]:
 
 def error_code(exc: Any) -> str:
     return str(exc.response["Error"]["Code"])
+
+
+def ensure_desired_image(cp: Any, label: str = "base") -> dict[str, Any]:
+    """Push a first sandbox image unless one is desired already (CI does it after a deploy)."""
+    desired = cp.desired_image()
+    if desired is None:
+        cp.push_image(f"{label}-{uuid.uuid4().hex[:6]}")
+        desired = wait_for_value(cp.desired_image, 120, "the rollout to record the desired image")
+    return dict(desired)

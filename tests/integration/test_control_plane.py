@@ -22,6 +22,7 @@ from sandboxctl.controlplane import ControlPlane, webhook_event
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile
 from sandboxctl.localcloud.server import LocalCloud
+from tests.integration.localcloud_support import ensure_desired_image
 from tests.integration.localcloud_support import wait_for_value as wait_for
 
 pytestmark = pytest.mark.integration
@@ -132,9 +133,7 @@ class Plane:
 def plane(local_cloud: LocalCloud) -> Plane:
     """The control plane with a desired image: a push, which the rollout records first."""
     plane = Plane(local_cloud)
-    if plane.cp.desired_image() is None:
-        plane.cp.push_image(f"base-{uuid.uuid4().hex[:6]}")
-        wait_for(plane.cp.desired_image, 120, "the rollout to record the desired image")
+    ensure_desired_image(plane.cp)
     return plane
 
 

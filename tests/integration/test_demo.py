@@ -67,7 +67,13 @@ def test_demo_provisions_runs_and_isolates_for_real(demo: dict[str, Any]) -> Non
     users = demo["summary"]["users"]
     assert len({u["user_digest"] for u in users}) == 2
 
+    assert steps["Each uploads a CSV"]["detail"].endswith(
+        "uploaded through the API to its owner's prefix"
+    )
     assert steps["Each runs analytics in their own sandbox"]["outcome"] == "passed"
+    # Every upload and run went through the HTTP API with a verified token.
+    assert demo["proc"].stdout.count("POST /datasets, PUT") == 2
+    assert demo["proc"].stdout.count("POST /run →") == 2
     charts = sorted(demo["dir"].glob("*-chart-*.png"))
     assert [c.name for c in charts] == ["a-chart-1.png", "b-chart-1.png"]
     assert all(c.read_bytes().startswith(PNG_MAGIC) for c in charts)

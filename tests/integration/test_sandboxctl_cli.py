@@ -220,6 +220,8 @@ def test_executions_and_rollouts_show_what_the_workflows_did(
     assert executions.code == 0, executions.err
     rows = executions.json()
     assert any(e["status"] == "SUCCEEDED" for e in rows)
+    assert ready_user["uid"] in {e["uid"] for e in rows}  # who each execution was for
+    assert all(e["cause"] is None for e in rows if e["status"] == "SUCCEEDED")
     assert all("console_url" not in e for e in rows)  # links only on AWS
 
     rollouts = sandboxctl(endpoint, "rollouts", "--json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,27 @@ def test_table_cells_round_floats_for_display_only() -> None:
     out = text_of(render.result_renderable(result, "dataframe"))
     assert "112141.3043" in out and "112141.30434" not in out
     assert "2.5" in out and "2.5000" not in out
+
+
+def test_errors_in_tables_are_wrapped_whole_never_cut_at_80_columns() -> None:
+    error = "stack sbx-dev-abc CREATE_FAILED: " + " ".join(f"reason{i}" for i in range(30))
+    user = {"uid": "u" * 70, "status": "FAILED", "last_error": error}
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render.users_table([user]))
+    out = console.export_text()
+    # Cells fold across lines beside each other; every word of the error is still there.
+    assert all(f"reason{i}" in out for i in range(30))
+    assert "CREATE_FAILED:" in out and "…" not in out
+
+
+def test_piped_output_is_wider_than_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert render.make_console(file=open(os.devnull, "w")).width == render.PIPED_WIDTH  # noqa: SIM115
+
+
+def test_rollouts_table_shows_the_live_per_wave_counters() -> None:
+    running = {"rollout_id": "r1", "status": "RUNNING", "canary_updated": 2, "canary_failed": 1}
+    running |= {"rest_updated": 7, "rest_already_current": 3}
+    out = " ".join(text_of(render.rollouts_table([running])).split())
+    assert "canary: updated 2, failed 1" in out.replace(" │ ", " ")
+    assert "already current 3" in out

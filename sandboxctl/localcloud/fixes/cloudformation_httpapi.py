@@ -10,7 +10,7 @@ moto 5.2.5 has the API Gateway v2 backend but no CloudFormation models for it: t
 skipped with a warning and every ``Ref`` to them resolves to nothing. Hook: new
 ``CloudFormationModel`` subclasses, registered by clearing
 ``moto.cloudformation.parsing.get_model_list/get_model_map/get_name_type_map`` caches. Serving
-HTTP requests through the API (routing to Lambda, verifying JWTs) is not emulated.
+HTTP requests through the API (routing to Lambda, verifying JWTs) is ``httpapi.py``'s job.
 """
 
 from __future__ import annotations

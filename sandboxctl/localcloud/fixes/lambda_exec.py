@@ -31,6 +31,7 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,11 +256,14 @@ class Worker:
         response_read, response_write = os.pipe()
         log_stream = f"{time.strftime('%Y/%m/%d')}/[{spec.version}]{uuid.uuid4().hex}"
         self.log_stream = log_stream
+        # Each environment has its own scratch space, as each Lambda environment has its /tmp.
+        self.tmp_dir = tempfile.mkdtemp(prefix="lambda-env-")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
-            "HOME": tempfile.gettempdir(),
+            "HOME": self.tmp_dir,
+            "TMPDIR": self.tmp_dir,
             "PYTHONPATH": spec.python_path,
             "PYTHONDONTWRITEBYTECODE": "1",
             "LAMBDA_TASK_ROOT": spec.code_dir,
@@ -379,6 +383,7 @@ class Worker:
         for handle in (self._requests, self._responses):
             with contextlib.suppress(OSError):
                 handle.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
 class WorkerPool:
@@ -428,6 +433,11 @@ class WorkerPool:
         for old in evicted:
             old.kill()
 
+    def count(self, function_name: str) -> int:
+        with self._lock:
+            workers = list(self._idle.values()) + list(self._busy)
+        return sum(1 for w in workers if w.spec.function_name == function_name and w.alive)
+
     def shutdown(self) -> None:
         with self._lock:
             workers = list(self._idle.values()) + list(self._busy)
@@ -439,6 +449,11 @@ class WorkerPool:
 
 _pool = WorkerPool()
 _async_invocations = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-async")
+
+
+def environment_count(function_name: str) -> int:
+    """Execution environments (idle or busy) the function has now."""
+    return _pool.count(function_name)
 
 
 def shutdown() -> None:
