@@ -97,8 +97,6 @@ class ChildPlan:
 
 
 _fork_attempted = [False]
-# Attributes whose assignment would change what a function does.
-_FUNCTION_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__globals__"})
 
 
 def _make_audit_hook() -> Callable[[str, tuple[Any, ...]], None]:
@@ -115,7 +113,7 @@ def _make_audit_hook() -> Callable[[str, tuple[Any, ...]], None]:
         event: str,
         args: tuple[Any, ...],
         _blocked: frozenset[str] = BLOCKED_EVENTS,
-        _attributes: frozenset[str] = _FUNCTION_ATTRIBUTES,
+        _changes: tuple[str, ...] = ("object.__setattr__", "object.__delattr__"),
         _error: type[Exception] = SandboxPolicyError,
         _forked: list[bool] = _fork_attempted,
         _protected: tuple[int, ...] = (),
@@ -125,7 +123,7 @@ def _make_audit_hook() -> Callable[[str, tuple[Any, ...]], None]:
             raise _error(
                 f"{event} is blocked: the sandbox has no network access and cannot start programs"
             )
-        if event == "object.__setattr__" and args and _id(args[0]) in _protected:
+        if event in _changes and args and _id(args[0]) in _protected:
             raise _error("the sandbox guard cannot be changed")
         if event in ("os.fork", "os.forkpty"):
             _forked[0] = True
@@ -175,6 +173,10 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
     # If the executor is killed (the handler gave up on it), the run goes with it.
     protections["pdeathsig"] = _try(lambda: osutil.die_with_parent(plan.parent_pid))
     protections["seccomp"] = _try(lambda: _load_filter(plan))
+    if plan.drop_to is None:
+        # Forked from a non-dumpable executor: its /proc files would be root's, unreadable to
+        # the executor's own uid, and the run's memory could not be measured.
+        _try(osutil.make_dumpable)
 
     os.environ.clear()
     os.environ.update(

@@ -57,6 +57,12 @@ def make_non_dumpable() -> None:
     _prctl(PR_SET_DUMPABLE, 0)
 
 
+def make_dumpable() -> None:
+    """Let the executor (same uid) read this run child's /proc/<pid>/smaps_rollup, so the
+    run's memory can be measured; the child holds nothing the run may not see."""
+    _prctl(PR_SET_DUMPABLE, 1)
+
+
 def is_dumpable() -> bool:
     return _prctl(PR_GET_DUMPABLE, 0) != 0
 

@@ -313,6 +313,10 @@ class Runtime:
         self.dedicated_uid = os.environ.get("SANDBOX_DEDICATED_UID") == "1" and os.geteuid() != 0
         self._mpl = MatplotlibConfig(os.environ.get("MPLCONFIGDIR"))
         self._last_protections: dict[str, bool] = {}
+        # What /tmp held before any run: after a run that took its executor down, everything
+        # else there is that run's (the executor, which cleans up after each run, is gone).
+        self._tmp_root = Path(tempfile.gettempdir())
+        self._tmp_entries = frozenset(os.listdir(self._tmp_root)) if self.dedicated_uid else None
         self._harden()
 
     def _harden(self) -> None:
@@ -326,6 +330,32 @@ class Runtime:
         whatever a run left behind, however it detached, stopped or killed the executor."""
         if self.dedicated_uid:
             osutil.sweep_uid(os.getuid(), {os.getpid(), *osutil.ancestors(os.getpid())})
+            self._clean_tmp()
+
+    def _clean_tmp(self) -> None:
+        if self._tmp_entries is None:
+            return
+        work = Path(self.config.work_dir)
+        keep = {work.name} if work.parent == self._tmp_root else set()
+        for name in set(os.listdir(self._tmp_root)) - self._tmp_entries - keep:
+            path = self._tmp_root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        if work.is_dir() and not work.is_symlink():
+            for entry in work.iterdir():
+                if entry.name in ("runs", "cache"):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+            runs = work / "runs"
+            if runs.is_dir() and not runs.is_symlink():
+                shutil.rmtree(runs, ignore_errors=True)
 
     @property
     def executor_pid(self) -> int | None:

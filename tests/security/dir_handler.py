@@ -21,4 +21,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _runtime
     if _runtime is None:
         _runtime = Runtime(RuntimeConfig.from_env(), DirectorySource(os.environ["TEST_DATA_DIR"]))
+    if event.get("op") == "replace_executor":
+        # What happens after an executor crash or a timeout: the next run starts a new one.
+        _runtime._discard_executor()
+        return {"replaced": True}
     return _runtime.invoke(event, context)
