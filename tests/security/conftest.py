@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import textwrap
 import time
@@ -170,6 +171,16 @@ def sandbox(
     finally:
         box.worker.kill()
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
@@ -203,16 +202,6 @@ def test_library_config_written_by_a_run_never_reaches_a_later_executor(
     assert second["status"] == "ok", second["error"]
     assert second["result"] == 1.5
     sandbox.assert_serves_normally()
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.setblocking(False)
-    yield server
-    server.close()
 
 
 def test_the_guard_cannot_be_switched_off_in_pure_python(
