@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0, help="0 (default) picks a free port")
     p.add_argument("--faults", default=None, metavar="PROFILE", help="slow, throttle or flaky")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--lambda-profile",
+        choices=("lambda", "lambda-strict", "none"),
+        default="lambda",
+        help="how user functions run: as Lambda does (default), with every hardening call "
+        "refused, or unconfined",
+    )
 
     p = sub.add_parser("demo", help="run the whole story on an embedded local cloud")
     p.add_argument(
@@ -362,7 +369,7 @@ def cmd_local(app: App) -> int:
         raise SandboxctlError(f"the local cloud is not available: {exc}") from exc
     a = app.args
     try:
-        serve(port=a.port, faults=a.faults, seed=a.seed)
+        serve(port=a.port, faults=a.faults, seed=a.seed, lambda_profile=a.lambda_profile)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return EXIT_OK

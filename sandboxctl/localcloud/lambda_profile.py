@@ -227,7 +227,10 @@ def command(
             "or start the local cloud with --lambda-profile none"
         )
     env["SANDBOX_DEDICATED_UID"] = "1"  # every process of the uid belongs to this function
-    cmd = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    # No --die-with-parent: its PDEATHSIG follows the *thread* that started bubblewrap, and the
+    # local cloud starts environments from request threads that end at once. Worker.kill and
+    # the local cloud's shutdown end the environment (its PID namespace dies with it).
+    cmd = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     cmd += ["--hostname", "localhost"]
     for system in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
         if os.path.lexists(system):

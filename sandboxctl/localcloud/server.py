@@ -65,6 +65,7 @@ class LocalCloud:
         stack_name: str = DEFAULT_STACK_NAME,
         parameters: dict[str, str] | None = None,
         region: str = DEFAULT_REGION,
+        lambda_profile: str = "lambda",
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 (any free port) or 1-65535, not {port}")
@@ -76,6 +77,8 @@ class LocalCloud:
         self.stack_name = stack_name
         self.parameters = {**DEFAULT_PARAMETERS, **(parameters or {})}
         self.region = region
+        # How user sandbox functions run: sandboxctl/localcloud/lambda_profile.py.
+        self.lambda_profile = lambda_profile
         self.account_id = DEFAULT_ACCOUNT
         self.endpoint = ""
         self.outputs: dict[str, str] = {}
@@ -138,6 +141,7 @@ class LocalCloud:
         lambda_exec.configure(
             endpoint=self.endpoint, region=self.region, project_root=self.project_root
         )
+        lambda_exec.set_lambda_profile(self.lambda_profile)
         faults_module = _faults_module()
         if faults_module is not None:
             faults_module.configure(self.faults, self.seed)
@@ -429,18 +433,28 @@ def _signals_stop(stop: threading.Event) -> Iterator[None]:
 
 
 def serve(
-    port: int = 0, faults: str | None = None, seed: int = 0, out: TextIO | None = None
+    port: int = 0,
+    faults: str | None = None,
+    seed: int = 0,
+    out: TextIO | None = None,
+    lambda_profile: str = "lambda",
 ) -> int:
     """`sandboxctl local up`: start, print endpoint + resources + `ready`, serve until signalled."""
+    from sandboxctl.localcloud import lambda_profile as profiles
+
     out = out or sys.stdout
     stop = threading.Event()
-    with _signals_stop(stop), LocalCloud(port=port, faults=faults, seed=seed) as cloud:
+    cloud_ = LocalCloud(port=port, faults=faults, seed=seed, lambda_profile=lambda_profile)
+    with _signals_stop(stop), cloud_ as cloud:
         path = write_connection(cloud)
         out.write(f"endpoint: {cloud.endpoint}\n")
         out.write(
             f"region: {cloud.region}  account: {cloud.account_id}  stack: {cloud.stack_name}\n"
         )
         out.write(f"faults: {faults or 'none'}  seed: {seed}  IAM enforcement: on\n")
+        out.write(f"user functions run under the {lambda_profile} profile\n")
+        for missing in profiles.limitations(lambda_profile):
+            out.write(f"  left out here: {missing}\n")
         out.write(f"operator credentials: {path}\n\n")
         print_resources(cloud, out)
         out.write(f"\nlocal cloud ready in {cloud.startup_seconds:.1f}s (Ctrl-C to stop)\n")
