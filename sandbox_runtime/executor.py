@@ -455,7 +455,10 @@ class Executor:
             self._recount()
         if self.spare is None and self.scratch_root is not None:
             self.spare = self.fork_spare()
-            self._measure_baseline(self.spare.pid)
+            # The executor's memory changes only when it parses: measure then (and every 5 s),
+            # so a warm run never waits for a page-table walk of a large executor.
+            if recount or not self.pss_baseline:
+                self._measure_baseline(self.spare.pid)
 
     def _measure_baseline(self, spare_pid: int) -> None:
         """What the executor and an idle spare hold, so a run is charged only what it adds."""
