@@ -363,6 +363,32 @@ def _used_bytes(path: Path) -> int:
     return (info.f_blocks - info.f_bfree) * info.f_frsize
 
 
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _tree_bytes(root: Path, max_entries: int = 20_000) -> int:
+    """Disk blocks under `root`, without following symlinks (capped: a run that makes more
+    entries than that is measured on the first ones)."""
+    total = 0
+    stack = [str(root)]
+    seen = 0
+    while stack and seen < max_entries:
+        current = stack.pop()
+        try:
+            info = os.lstat(current)
+        except OSError:
+            continue
+        seen += 1
+        total += info.st_blocks * 512
+        if stat.S_ISDIR(info.st_mode):
+            stack.extend(os.path.join(current, name) for name in _listdir(Path(current)))
+    return total
+
+
 def _has_exited(pid: int) -> bool:
     """True once `pid` (our child) has exited; it stays unreaped for wait4."""
     try:
@@ -653,7 +679,7 @@ class Executor:
         deadline = started + limits["timeout_s"]
         reason: str | None = None
         exited = finished = False
-        disk_baseline = _used_bytes(self.tmp_root)
+        disk_baseline = self._disk_bytes()
         next_poll = started + POLL_S
         try:
             while not (exited or finished) and reason is None:
@@ -746,9 +772,20 @@ class Executor:
             return "memory"
         if cpu_s > limits["timeout_s"] + 1:
             return "cpu"
-        if _used_bytes(self.tmp_root) - disk_baseline > limits.get("max_disk_bytes", 1 << 62):
+        if self._disk_bytes() - disk_baseline > limits.get("max_disk_bytes", 1 << 62):
             return "disk"
         return None
+
+    def _disk_bytes(self) -> int:
+        """Bytes the run can have added to /tmp. Where /tmp is the function's own (Lambda,
+        the Lambda profile), its file system's usage; where it is shared with the host, the
+        size of what the run's uid created there (new entries and the scratch directories)."""
+        if self.dedicated_uid:
+            return _used_bytes(self.tmp_root)
+        roots = [self.tmp_root / n for n in _listdir(self.tmp_root) if n not in self.tmp_entries]
+        if self.scratch_root is not None:
+            roots.append(self.scratch_root)
+        return sum(_tree_bytes(root) for root in roots)
 
     def _classify(
         self, reason: str | None, wait_status: int | None, raw: bytes, limits: dict[str, Any]
