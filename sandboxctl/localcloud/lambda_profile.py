@@ -199,13 +199,13 @@ def command(
     env: dict[str, str],
     code_dir: str,
     ephemeral_mb: int = DEFAULT_EPHEMERAL_MB,
-    keep_fds: Sequence[int] = (),
     extra_ro: Sequence[str] = (),
 ) -> Launch:
     """The command line that runs `argv` (a Python command) under `profile`.
 
-    `code_dir` is mounted read-only at its own path and at /var/task; `argv[0]` must be this
-    interpreter. File descriptors stay open across bubblewrap (pass them with pass_fds).
+    `code_dir` (and `extra_ro`) are mounted read-only at their own paths, the code also at
+    /var/task; `argv[0]` must be this interpreter. Inherited file descriptors stay open across
+    bubblewrap (pass them with pass_fds).
     """
     if profile not in PROFILES:
         raise LaunchError(f"unknown Lambda profile {profile!r}: choose one of {PROFILES}")
@@ -258,7 +258,6 @@ def command(
     cmd += ["--chdir", TASK_ROOT]
     # The function's uid owns the private /tmp (Lambda: mode 0700, owner sbx_user1051).
     cmd += ["--", *stage2, "--uid", str(FUNCTION_UID), "--gid", str(FUNCTION_GID), "--", *argv]
-    del keep_fds
     return Launch(cmd, env, real_code, TASK_ROOT, limitations(profile))
 
 
