@@ -120,7 +120,8 @@ def test_filling_tmp_is_stopped_by_the_file_size_limit(sandbox: Sandbox) -> None
 
 
 def test_runaway_result_is_capped_not_returned_whole(sandbox: Sandbox) -> None:
-    envelope = sandbox.run("'y' * (20 * 1024 * 1024)")
+    # Not a timing test: room for a loaded machine (building and capping 20 MB takes ~1 s).
+    envelope = sandbox.run("'y' * (20 * 1024 * 1024)", timeout_s=30)
 
     assert envelope["status"] == "ok"
     assert envelope["result_type"] == "repr"
