@@ -405,9 +405,13 @@ class Runtime:
         with self._lock:
             self._harden()
             envelope = self._invoke(event, context, started)
-            envelope["sandbox"] = self.sandbox_report()
+            report = self.sandbox_report()
         envelope["metrics"]["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
-        return fit_envelope(envelope, self.config.max_envelope_bytes)
+        envelope = fit_envelope(envelope, self.config.max_envelope_bytes)
+        # After fitting, so even a replaced envelope says what held (a few hundred bytes,
+        # within the margin between max_envelope_bytes and Lambda's 6 MB).
+        envelope["sandbox"] = report
+        return envelope
 
     def _invoke(
         self, event: object, context: LambdaContextLike | None, started: float
