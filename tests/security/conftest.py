@@ -123,6 +123,11 @@ def start_sandbox(profile: str, data: Path, extra_env: dict[str, str] | None = N
         **{f"SANDBOX_{k.upper()}": str(v) for k, v in SMALL_LIMITS.items()},
         **(extra_env or {}),
     }
+    if profile == "root":
+        # A uid of this environment's own, as each user gets in root mode: no other process
+        # on the host (another test run, another engineer's) shares it.
+        uid = 2_000_000 + secrets.randbelow(900_000)
+        environment.update({"SANDBOX_SANDBOX_UID": str(uid), "SANDBOX_SANDBOX_GID": str(uid)})
     spec = WorkerSpec(
         function_name=f"security-{profile}",
         function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:security-{profile}",
