@@ -94,9 +94,6 @@ class ChildPlan:
     # ancestors (pid 1 too, which also covers kill(-1)).
     guarded_pids: tuple[int, ...] = ()
     network_guard: bool = True
-    # Read-only font files matplotlib keeps open: a dropped uid may not be able to open them
-    # again (a checkout in a directory only its owner can read), so they stay open.
-    keep_fds: tuple[int, ...] = ()
 
 
 _fork_attempted = [False]
@@ -157,12 +154,7 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
     for target, fd in zip((1, 2, RESULT_FD, CONTROL_FD), moved, strict=True):
         os.dup2(fd, target)
     # Drop every other descriptor: the executor channel, pipes of other runs, cache files.
-    low = CONTROL_FD + 1
-    for fd in sorted(set(plan.keep_fds) - set(moved)):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, 1 << 20)
+    os.closerange(CONTROL_FD + 1, 1 << 20)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     _set_limit(resource.RLIMIT_CORE, 0)

@@ -12,7 +12,6 @@ Run as ``python -m sandbox_runtime.executor``; it speaks length-prefixed JSON on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import importlib
 import io
@@ -390,24 +389,6 @@ def _tree_bytes(root: Path, max_entries: int = 20_000) -> int:
     return total
 
 
-FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".afm", ".pfb")
-
-
-def _font_fds() -> tuple[int, ...]:
-    """Font files matplotlib opened during warm-up and keeps open (read-only)."""
-    found = []
-    for name in _listdir(Path("/proc/self/fd")):
-        try:
-            fd = int(name)
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        except (OSError, ValueError):
-            continue
-        if fd > 4 and target.lower().endswith(FONT_SUFFIXES) and flags & os.O_ACCMODE == 0:
-            found.append(fd)
-    return tuple(sorted(found))
-
-
 def _has_exited(pid: int) -> bool:
     """True once `pid` (our child) has exited; it stays unreaped for wait4."""
     try:
@@ -467,7 +448,6 @@ class Executor:
         self.tmp_entries: frozenset[str] = frozenset()
         self.child_protections: dict[str, bool] = {}
         self.pss_baseline = 0
-        self.font_fds: tuple[int, ...] = ()
         self.frames = FrameCache(frame_cache_entries)
         self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
         self._baseline_at = time.monotonic()
@@ -576,7 +556,6 @@ class Executor:
             parent_pid=self.pid,
             guarded_pids=tuple(sorted(self.keep | {1})),
             network_guard=self.network_guard,
-            keep_fds=self.font_fds,
         )
         gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
         pid = os.fork()
@@ -972,7 +951,6 @@ def main(argv: list[str] | None = None, non_dumpable: bool | None = None) -> int
     if executor.dedicated_uid:
         osutil.PROTECTIONS["process_sweep"] = True
     _warm_up()
-    executor.font_fds = _font_fds()
     executor.remember_tmp()
     send_message(wfd, {"op": "ready", "pid": executor.pid})
     while True:
