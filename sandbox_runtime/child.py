@@ -162,6 +162,10 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
     os.chdir(plan.scratch)
     protections: dict[str, bool] = {}
     if plan.drop_to is not None:
+        # matplotlib empties its font cache in every forked child and reopens fonts by path;
+        # the dropped uid may not be able to (a checkout only its owner can read), so open
+        # the default fonts now, as root. Ahead of the request: this child is a spare.
+        _open_default_fonts()
         uid, gid = plan.drop_to
         os.setgroups([])
         os.setgid(gid)
@@ -208,6 +212,16 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
     )
     faulthandler.enable(file=sys.stderr)
     return protections
+
+
+def _open_default_fonts() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.text(0.5, 0.5, "0")
+    figure.gca().set_title("0")
+    FigureCanvasAgg(figure).draw()
 
 
 def _no_new_privs_set() -> bool:
