@@ -585,11 +585,12 @@ class Executor:
         self._measure_baseline(spare.pid)
         return spare
 
-    def sweep(self, spare: int | None = None) -> None:
-        """Kill whatever any run left behind, wherever it went, before the next one starts."""
+    def sweep(self, spare: int | None = None, gone: bool = False) -> None:
+        """Kill whatever any run left behind, wherever it went, before the next one starts
+        (`gone`: and wait until it has finished exiting)."""
         keep = self.keep | ({spare} if spare is not None else set())
         if self.dedicated_uid:
-            osutil.sweep_uid(self.run_uid, keep)
+            osutil.sweep_uid(self.run_uid, keep, gone=gone)
         _stop_tree(self.pid, spare=spare)
 
     def remember_tmp(self) -> None:
@@ -634,7 +635,7 @@ class Executor:
         spare = self._take_spare(set(request["frames"].values()))
         # Nothing of an earlier run may be alive while this run's input is here; the last
         # run's processes also still count against RLIMIT_NPROC until they are reaped.
-        self.sweep(spare=spare.pid)
+        self.sweep(spare=spare.pid, gone=True)
         _kill_tree(self.pid, keep=spare.pid)
         limits = request["limits"]
         started = time.monotonic()

@@ -256,12 +256,14 @@ def pids_of_uid(uid: int) -> list[int]:
     return found
 
 
-def sweep_uid(uid: int, keep: Iterable[int], timeout_s: float = 5.0) -> int:
+def sweep_uid(uid: int, keep: Iterable[int], timeout_s: float = 5.0, gone: bool = False) -> int:
     """SIGKILL every process of `uid` but `keep`, until none can run; returns how many.
 
     For an environment where the uid is the function's alone (Lambda, the local cloud's
     Lambda profile): whatever detached from the run's tree (new session, double fork, killed
-    its parents) is still found. A stopped process dies on SIGKILL too.
+    its parents) is still found. A stopped process dies on SIGKILL too. With `gone`, also wait
+    until each has finished exiting (memory freed, at most a zombie): orphans are reaped by
+    pid 1, not by us, so this is the only way to know the next run starts with them gone.
     """
     import time
 
@@ -269,9 +271,14 @@ def sweep_uid(uid: int, keep: Iterable[int], timeout_s: float = 5.0) -> int:
     deadline = time.monotonic() + timeout_s
     killed: set[int] = set()
     while True:
-        victims = [p for p in pids_of_uid(uid) if p not in spared and can_run(p)]
-        if not victims or time.monotonic() > deadline:
+        left = [p for p in pids_of_uid(uid) if p not in spared]
+        victims = [p for p in left if can_run(p)]
+        exiting = gone and any(state_of(p) not in (None, "Z", "X") for p in left)
+        if (not victims and not exiting) or time.monotonic() > deadline:
             return len(killed)
+        if not victims:
+            time.sleep(0.001)
+            continue
         for pid in victims:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
