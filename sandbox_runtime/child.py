@@ -94,6 +94,8 @@ class ChildPlan:
     # ancestors (pid 1 too, which also covers kill(-1)).
     guarded_pids: tuple[int, ...] = ()
     network_guard: bool = True
+    # matplotlib's fonts are not readable by every uid (see _open_default_fonts).
+    open_fonts: bool = False
 
 
 _fork_attempted = [False]
@@ -161,11 +163,12 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
 
     os.chdir(plan.scratch)
     protections: dict[str, bool] = {}
-    if plan.drop_to is not None:
+    if plan.drop_to is not None and plan.open_fonts:
         # matplotlib empties its font cache in every forked child and reopens fonts by path;
-        # the dropped uid may not be able to (a checkout only its owner can read), so open
-        # the default fonts now, as root. Ahead of the request: this child is a spare.
-        _open_default_fonts()
+        # the dropped uid cannot (a checkout only its owner can read), so open the default
+        # fonts now, as root. Ahead of the request: this child is a spare.
+        with contextlib.suppress(Exception):
+            _open_default_fonts()
         uid, gid = plan.drop_to
         os.setgroups([])
         os.setgid(gid)
@@ -215,13 +218,12 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
 
 
 def _open_default_fonts() -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Fill matplotlib's font cache with the fonts Agg asks for by default (the same key)."""
+    from matplotlib import font_manager
 
-    figure = Figure(figsize=(1, 1))
-    figure.text(0.5, 0.5, "0")
-    figure.gca().set_title("0")
-    FigureCanvasAgg(figure).draw()
+    font_manager.get_font(
+        font_manager.fontManager._find_fonts_by_props(font_manager.FontProperties())
+    )
 
 
 def _no_new_privs_set() -> bool:

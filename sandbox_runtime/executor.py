@@ -389,6 +389,22 @@ def _tree_bytes(root: Path, max_entries: int = 20_000) -> int:
     return total
 
 
+def _default_font() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def _readable_by_all(path: Path) -> bool:
+    """Any uid may read `path`: every directory above it searchable by others, it readable."""
+    try:
+        if not os.stat(path).st_mode & stat.S_IROTH:
+            return False
+        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.resolve().parents)
+    except OSError:
+        return False
+
+
 def _has_exited(pid: int) -> bool:
     """True once `pid` (our child) has exited; it stays unreaped for wait4."""
     try:
@@ -448,6 +464,7 @@ class Executor:
         self.tmp_entries: frozenset[str] = frozenset()
         self.child_protections: dict[str, bool] = {}
         self.pss_baseline = 0
+        self.fonts_private = self.drop_to is not None and not _readable_by_all(_default_font())
         self.frames = FrameCache(frame_cache_entries)
         self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
         self._baseline_at = time.monotonic()
@@ -556,6 +573,7 @@ class Executor:
             parent_pid=self.pid,
             guarded_pids=tuple(sorted(self.keep | {1})),
             network_guard=self.network_guard,
+            open_fonts=self.fonts_private,
         )
         gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
         pid = os.fork()
