@@ -163,12 +163,13 @@ def _isolate(plan: ChildPlan) -> dict[str, bool]:
 
     os.chdir(plan.scratch)
     protections: dict[str, bool] = {}
-    if plan.drop_to is not None and plan.open_fonts:
-        # matplotlib empties its font cache in every forked child and reopens fonts by path;
-        # the dropped uid cannot (a checkout only its owner can read), so open the default
-        # fonts now, as root. Ahead of the request: this child is a spare.
-        with contextlib.suppress(Exception):
-            _open_default_fonts()
+    if plan.drop_to is not None:
+        if plan.open_fonts:
+            # matplotlib empties its font cache in every forked child and reopens fonts by
+            # path; the dropped uid cannot (a checkout only its owner can read), so open the
+            # default fonts now, as root. Ahead of the request: this child is a spare.
+            with contextlib.suppress(Exception):
+                _open_default_fonts()
         uid, gid = plan.drop_to
         os.setgroups([])
         os.setgid(gid)
