@@ -17,7 +17,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 PY_SOURCES := sandbox_runtime sandboxctl functions firebase bench tests examples
 CFN_TEMPLATES := template.yaml templates/user-sandbox.yaml
 
-.PHONY: help install demo test lint format schemas build deploy bench clean
+.PHONY: help install system-deps demo test lint format schemas build deploy bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,7 +39,18 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(BIN)/.installed $(SAM_VENV)/.installed node_modules/.installed ## Create .venv, the SAM CLI tool env and node tools (idempotent)
+# The local cloud runs user functions as Lambda does with bubblewrap (uid, mounts, PID namespace)
+# and libseccomp2 (syscall filters, through pyseccomp).
+system-deps: ## Install bubblewrap and libseccomp2 with apt-get when root (else say what to install)
+	@if command -v bwrap >/dev/null && ldconfig -p | grep -q libseccomp.so.2; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y --no-install-recommends bubblewrap libseccomp2; \
+	else \
+		echo "the local cloud's Lambda profile needs the Debian packages bubblewrap and libseccomp2:" \
+			"install them (apt-get install bubblewrap libseccomp2)"; \
+	fi
+
+install: system-deps $(BIN)/.installed $(SAM_VENV)/.installed node_modules/.installed ## Create .venv, the SAM CLI tool env and node tools (idempotent)
 
 demo: $(BIN)/.installed ## Run the whole story on the embedded local cloud
 	$(BIN)/sandboxctl demo

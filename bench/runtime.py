@@ -1,8 +1,12 @@
 """Benchmark the sandbox runtime against the naive way, on a 1,000,000 x 10 CSV.
 
     .venv/bin/python bench/runtime.py [--rows 1000000] [--rounds 5] [--warm-runs 20]
+        [--profile in-process --profile lambda ...]
 
-Prints a table; never used as a test. Data is generated in a temporary directory.
+Prints one table per profile; never used as a test. Data is generated in a temporary directory.
+``in-process`` is the runtime in this process (as before); ``lambda`` / ``lambda-strict`` run it
+in a local-cloud execution environment under that profile (one uid, private /tmp, PID
+namespace, syscall filter), as user functions run.
 """
 
 from __future__ import annotations
@@ -96,7 +100,57 @@ def read_csv_again(csv: Path) -> float:
     return elapsed
 
 
-def invoke(runtime: Runtime, code: str) -> tuple[float, dict[str, Any]]:
+class InProcess:
+    def __init__(self, data: Path, work: Path) -> None:
+        self.runtime = Runtime(RuntimeConfig(work_dir=str(work)), DirectorySource(data))
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.runtime.invoke(event)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+class UnderProfile:
+    """The runtime as a user function runs in the local cloud (lambda_exec.Worker)."""
+
+    def __init__(self, profile: str, data: Path) -> None:
+        from sandboxctl.localcloud.fixes.lambda_exec import Credentials, Worker, WorkerSpec
+
+        root = str(Path(__file__).resolve().parents[1])
+        spec = WorkerSpec(
+            function_name=f"bench-{profile}",
+            function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:bench-{profile}",
+            version="$LATEST",
+            role="arn:aws:iam::123456789012:role/bench",
+            # The runtime over a directory instead of S3 (the security suite's function).
+            handler="tests.security.dir_handler.handler",
+            code_dir=root,
+            python_path=root,
+            environment=(("TEST_DATA_DIR", str(data)),),
+            timeout=900.0,
+            memory_size=3008,
+            code_version="bench",
+            image=True,
+            ephemeral_mb=2048,
+        )
+        credentials = Credentials("ASIABENCH", "bench", "bench", time.time() + 3600)
+        self.worker = Worker(spec, credentials, profile=profile, extra_ro=(str(data),))
+        self._count = 0
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._count += 1
+        response, _ = self.worker.invoke(event, f"bench-{self._count}")
+        if not response["ok"]:
+            raise SystemExit(f"benchmark invocation failed: {response['payload']}")
+        envelope: dict[str, Any] = response["payload"]
+        return envelope
+
+    def close(self) -> None:
+        self.worker.kill()
+
+
+def invoke(runtime: InProcess | UnderProfile, code: str) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     envelope = runtime.invoke({"code": code, "dataset": "data.csv"})
     elapsed = (time.perf_counter() - started) * 1000
@@ -112,7 +166,20 @@ def main() -> int:
     parser.add_argument("--warm-runs", type=int, default=20, help="warm runs per round")
     parser.add_argument("--pace-ms", type=float, default=100, help="gap between paced runs")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        choices=("in-process", "lambda", "lambda-strict"),
+        help="where the runtime runs (repeatable; default: in-process and lambda)",
+    )
     args = parser.parse_args()
+    for profile in args.profile or ["in-process", "lambda"]:
+        measure(profile, args)
+    return 0
+
+
+def measure(profile: str, args: argparse.Namespace) -> None:
+    print(f"\n== profile: {profile}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
         root = Path(tmp)
@@ -125,8 +192,11 @@ def main() -> int:
         print(f"dataset: {args.rows:,} rows x 10 columns, {size_mb:.0f} MB CSV", flush=True)
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
 
-        config = RuntimeConfig(work_dir=str(root / "work"))
-        runtime = Runtime(config, DirectorySource(data))
+        runtime = (
+            InProcess(data, root / "work")
+            if profile == "in-process"
+            else UnderProfile(profile, data)
+        )
         read_alone: list[float] = []
         read_again: list[float] = []
         naive: list[float] = []
@@ -167,6 +237,7 @@ def main() -> int:
         print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
 
     figures = {
+        "profile": profile,
         "rows": args.rows,
         "read_csv_alone_ms": median_ms(read_alone),
         "read_csv_repeated_in_process_ms": median_ms(read_again),
@@ -180,7 +251,7 @@ def main() -> int:
         "cold_start_wall_ms": round(cold["metrics"]["wall_ms"], 1),
         "cold_naive_ms": round(cold_naive, 1),
     }
-    speedup = figures["naive_fresh_python_ms"] / figures["warm_wall_ms_median"]
+    speedup = float(figures["naive_fresh_python_ms"]) / float(figures["warm_wall_ms_median"])
     paced_speedup = figures["naive_fresh_python_ms"] / figures["paced_wall_ms_median"]
     paced_ok = figures["paced_wall_ms_median"] <= WARM_TARGET_MS
     miss_ratio = figures["cache_miss_wall_ms_median"] / figures["read_csv_alone_ms"]
@@ -242,7 +313,6 @@ def main() -> int:
             "miss_ratio": round(miss_ratio, 2),
         }
         print(json.dumps(figures | extra))
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ import math
 import os
 import resource
 import signal
+import socket
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,11 @@ from sandbox_runtime import osutil
 from sandbox_runtime.envelope import cap_text
 from sandbox_runtime.protocol import HEADER, ChannelClosed, recv_message
 from sandbox_runtime.results import encode_result
+
+try:  # imported here, before any uid drop, so the child never needs to read its files
+    import pyseccomp
+except (ImportError, OSError):  # no libseccomp on this system: reported as refused
+    pyseccomp = None
 
 USER_FILENAME = "<user-code>"
 RESULT_FD = 3
@@ -83,19 +90,50 @@ class ChildPlan:
     # counts them, so the budget goes on top.
     task_baseline: int
     parent_pid: int
+    # Processes the run must never signal or trace: the executor, the handler and their
+    # ancestors (pid 1 too, which also covers kill(-1)).
+    guarded_pids: tuple[int, ...] = ()
+    network_guard: bool = True
+    # matplotlib's fonts are not readable by every uid (see _open_default_fonts).
+    open_fonts: bool = False
 
 
-_fork_attempted = False
+_fork_attempted = [False]
 
 
-def _audit(event: str, _args: tuple[Any, ...]) -> None:
-    global _fork_attempted
-    if event.startswith("socket.") or event in BLOCKED_EVENTS:
-        raise SandboxPolicyError(
-            f"{event} is blocked: the sandbox has no network access and cannot start programs"
-        )
-    if event in {"os.fork", "os.forkpty"}:
-        _fork_attempted = True
+def _make_audit_hook() -> Callable[[str, tuple[Any, ...]], None]:
+    """The network/subprocess guard as an audit hook that Python code cannot switch off.
+
+    It reads nothing at call time that the code could replace: its constants are default
+    arguments (changing those, or its code, raises an audit event it refuses), the blocked
+    events are a frozenset, and the error class may not be changed either. The kernel filter
+    (seccomp) is the wall; this turns its refusals into a clear error, and is the only guard
+    where Lambda refuses seccomp.
+    """
+
+    def hook(
+        event: str,
+        args: tuple[Any, ...],
+        _blocked: frozenset[str] = BLOCKED_EVENTS,
+        _changes: tuple[str, ...] = ("object.__setattr__", "object.__delattr__"),
+        _error: type[Exception] = SandboxPolicyError,
+        _forked: list[bool] = _fork_attempted,
+        _protected: tuple[int, ...] = (),
+        _id: Callable[[object], int] = id,
+    ) -> None:
+        if event.startswith("socket.") or event in _blocked:
+            raise _error(
+                f"{event} is blocked: the sandbox has no network access and cannot start programs"
+            )
+        if event in _changes and args and _id(args[0]) in _protected:
+            raise _error("the sandbox guard cannot be changed")
+        if event in ("os.fork", "os.forkpty"):
+            _forked[0] = True
+
+    defaults = hook.__defaults__
+    assert defaults is not None
+    hook.__defaults__ = (*defaults[:-2], (id(hook), id(SandboxPolicyError)), id)
+    return hook
 
 
 def _set_limit(kind: int, value: int) -> None:
@@ -105,7 +143,7 @@ def _set_limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def _isolate(plan: ChildPlan) -> None:
+def _isolate(plan: ChildPlan) -> dict[str, bool]:
     """Before any request: own session, own descriptors, no privileges, no environment."""
     os.setsid()
     # Move the pipes above the target numbers first, so no dup2 clobbers another pipe.
@@ -124,14 +162,29 @@ def _isolate(plan: ChildPlan) -> None:
     _set_limit(resource.RLIMIT_CORE, 0)
 
     os.chdir(plan.scratch)
+    protections: dict[str, bool] = {}
     if plan.drop_to is not None:
+        if plan.open_fonts:
+            # matplotlib empties its font cache in every forked child and reopens fonts by
+            # path; the dropped uid cannot (a checkout only its owner can read), so open the
+            # default fonts now, as root. Ahead of the request: this child is a spare.
+            with contextlib.suppress(Exception):
+                _open_default_fonts()
         uid, gid = plan.drop_to
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
-    osutil.set_no_new_privs()
+        protections["uid_drop"] = True
+    # Lambda may refuse each of these (its filter answers EPERM): the run goes on without
+    # them and the envelope says so. no_new_privs may already be set by whoever started us.
+    protections["no_new_privs"] = _no_new_privs_set() or _try(osutil.set_no_new_privs)
     # If the executor is killed (the handler gave up on it), the run goes with it.
-    osutil.die_with_parent(plan.parent_pid)
+    protections["pdeathsig"] = _try(lambda: osutil.die_with_parent(plan.parent_pid))
+    protections["seccomp"] = _try(lambda: _load_filter(plan))
+    if plan.drop_to is None:
+        # Forked from a non-dumpable executor: its /proc files would be root's, unreadable to
+        # the executor's own uid, and the run's memory could not be measured.
+        _try(osutil.make_dumpable)
 
     os.environ.clear()
     os.environ.update(
@@ -141,6 +194,10 @@ def _isolate(plan: ChildPlan) -> None:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "MPLBACKEND": "Agg",
+            # Library config and caches live in the run's own scratch, deleted after it.
+            "MPLCONFIGDIR": os.path.join(plan.scratch, ".matplotlib"),
+            "XDG_CACHE_HOME": os.path.join(plan.scratch, ".cache"),
+            "XDG_CONFIG_HOME": os.path.join(plan.scratch, ".config"),
         }
     )
     tempfile.tempdir = plan.scratch
@@ -158,6 +215,59 @@ def _isolate(plan: ChildPlan) -> None:
         line_buffering=True,
     )
     faulthandler.enable(file=sys.stderr)
+    return protections
+
+
+def _open_default_fonts() -> None:
+    """Fill matplotlib's font cache with the fonts Agg asks for by default (the same key)."""
+    from matplotlib import font_manager
+
+    font_manager.get_font(
+        font_manager.fontManager._find_fonts_by_props(font_manager.FontProperties())
+    )
+
+
+def _no_new_privs_set() -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            return any(line.split() == ["NoNewPrivs:", "1"] for line in handle)
+    except OSError:
+        return False
+
+
+def _try(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except OSError:
+        return False
+    return True
+
+
+def _load_filter(plan: ChildPlan) -> None:
+    """The kernel half of the guard: no sockets but AF_UNIX, no exec, no tracing, and no
+    signals to the processes that run the sandbox. Inherited by everything the code forks."""
+    if pyseccomp is None:
+        raise OSError(errno.ENOSYS, "libseccomp is not available")
+    sc = pyseccomp
+    refuse = sc.ERRNO(errno.EPERM)
+    filt = sc.SyscallFilter(defaction=sc.ALLOW)
+    if _no_new_privs_set():
+        # Already set (inherited): libseccomp would set it again, and Lambda refuses that.
+        filt.set_attr(sc.Attr.CTL_NNP, 0)
+    names = ["ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal"]
+    if plan.network_guard:
+        # io_uring could open sockets without the socket() syscall.
+        names += ["execve", "execveat", "io_uring_setup", "io_uring_enter", "io_uring_register"]
+        filt.add_rule(refuse, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
+    for name in names:
+        with contextlib.suppress(ValueError, OSError):
+            filt.add_rule(refuse, name)
+    values = sorted({v & 0xFFFFFFFF for pid in plan.guarded_pids for v in (pid, -pid)})
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open"):
+        for value in values:
+            # pid_t is 32 bits: compare only those, so junk in the upper half cannot slip by.
+            filt.add_rule(refuse, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, value))
+    filt.load()
 
 
 def _apply_limits(limits: dict[str, Any], vm_size: int, task_baseline: int) -> None:
@@ -171,7 +281,7 @@ def _apply_limits(limits: dict[str, Any], vm_size: int, task_baseline: int) -> N
     _set_limit(resource.RLIMIT_AS, vm_size + limits["memory_mb"] * 1024 * 1024)
     _set_limit(resource.RLIMIT_NPROC, task_baseline + limits["max_procs"])
     if limits["network_guard"]:
-        sys.addaudithook(_audit)
+        sys.addaudithook(_make_audit_hook())
 
 
 def _filter_traceback(te: traceback.TracebackException, seen: set[int]) -> None:
@@ -198,7 +308,7 @@ def _limit_hit(exc: BaseException) -> str | None:
                 return "file size"
             if current.errno in {errno.EMFILE, errno.ENFILE}:
                 return "open files"
-            if current.errno == errno.EAGAIN and _fork_attempted:
+            if current.errno == errno.EAGAIN and _fork_attempted[0]:
                 return "process count"
         if isinstance(current, RuntimeError) and "new thread" in str(current):
             return "process count"
@@ -228,8 +338,9 @@ def _error(exc: BaseException, limits: dict[str, Any]) -> tuple[str, dict[str, A
     return status, {"type": type(exc).__name__, "message": message, "traceback": text}
 
 
-def _figures(limits: dict[str, Any]) -> tuple[list[str], bool]:
+def _figures(limits: dict[str, Any]) -> tuple[list[str], bool, list[str]]:
     figures: list[str] = []
+    errors: list[str] = []
     used = 0
     truncated = False
     for number in plt.get_fignums():
@@ -239,8 +350,9 @@ def _figures(limits: dict[str, Any]) -> tuple[list[str], bool]:
         buffer = io.BytesIO()
         try:
             plt.figure(number).savefig(buffer, format="png", dpi=100)
-        except Exception:
+        except Exception as exc:
             truncated = True
+            errors.append(cap_text(f"figure {number}: {type(exc).__name__}: {exc}", 2000)[0])
             continue
         encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
         if used + len(encoded) > limits["max_figure_bytes"]:
@@ -249,7 +361,7 @@ def _figures(limits: dict[str, Any]) -> tuple[list[str], bool]:
         figures.append(encoded)
         used += len(encoded)
     plt.close("all")
-    return figures, truncated
+    return figures, truncated, errors
 
 
 def _execute(code: str, namespace: dict[str, Any]) -> Any:
@@ -276,6 +388,10 @@ def _write_result(message: dict[str, Any]) -> None:
         "cpu_ms": round((usage.ru_utime + usage.ru_stime) * 1000, 3),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 3),
     }
+    _write_frame(message)
+
+
+def _write_frame(message: dict[str, Any]) -> None:
     data = json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii")
     view = memoryview(HEADER.pack(len(data)) + data)
     while view:
@@ -291,7 +407,9 @@ def run_child(plan: ChildPlan) -> None:
     runner = os.getpid()
     exit_code = 70
     try:
-        _isolate(plan)
+        protections = _isolate(plan)
+        # The first message on the result pipe says what the kernel let this child apply.
+        _write_frame({"protections": protections})
         vm_size = osutil.vm_size_bytes()
         try:
             request = recv_message(CONTROL_FD)
@@ -345,9 +463,10 @@ def run_child(plan: ChildPlan) -> None:
             if error is None:
                 status, error = _error(exc, limits)
         try:
-            figures, figures_cut = _figures(limits)
-        except Exception:
+            figures, figures_cut, figure_errors = _figures(limits)
+        except Exception as exc:
             figures, figures_cut = [], True
+            figure_errors = [cap_text(f"{type(exc).__name__}: {exc}", 2000)[0]]
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -359,6 +478,7 @@ def run_child(plan: ChildPlan) -> None:
                 "result_truncated": result_cut,
                 "figures": figures,
                 "figures_truncated": figures_cut,
+                "figure_errors": figure_errors[:20],
                 "error": error,
             }
         )

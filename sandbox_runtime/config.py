@@ -29,6 +29,8 @@ class RuntimeConfig:
     max_procs: int = 32
     max_open_files: int = 256
     max_file_bytes: int = 128 * MIB
+    # Everything one run may add to /tmp (all its files together, anywhere in /tmp).
+    max_disk_bytes: int = 256 * MIB
     max_result_bytes: int = 1 * MIB
     max_rows: int = 1000
     max_figure_bytes: int = 2 * MIB
@@ -60,6 +62,7 @@ class RuntimeConfig:
             "max_procs",
             "max_open_files",
             "max_file_bytes",
+            "max_disk_bytes",
             "max_result_bytes",
             "max_rows",
             "max_code_bytes",

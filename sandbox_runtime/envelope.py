@@ -77,9 +77,13 @@ def make_envelope(
         "stderr_truncated": False,
         "figures": [],
         "figures_truncated": False,
+        # Figures that could not be rendered, and why (never dropped silently).
+        "figure_errors": [],
         "error": error,
         "metrics": empty_metrics(),
         "request_id": request_id,
+        # Which protections held for this run: {"profile", "in_force", "refused"}.
+        "sandbox": {"profile": None, "in_force": [], "refused": []},
     }
 
 

@@ -20,6 +20,7 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -34,7 +35,14 @@ import pandas as pd
 from sandbox_runtime import osutil
 from sandbox_runtime.child import ChildPlan, run_child
 from sandbox_runtime.envelope import OutputCapture, error_info, make_envelope
-from sandbox_runtime.protocol import ACK, HEADER, ChannelClosed, recv_message, send_message
+from sandbox_runtime.protocol import (
+    ACK,
+    HEADER,
+    ChannelClosed,
+    ChannelTimeout,
+    recv_message,
+    send_message,
+)
 
 CHILD_STATUSES = {"ok", "error", "memory", "limit"}
 # Imported once here so every run gets them copy-on-write instead of paying the import. It
@@ -204,7 +212,7 @@ def _reap_finished() -> None:
             return
 
 
-def _stop_tree(executor_pid: int, timeout_s: float = 5.0) -> None:
+def _stop_tree(executor_pid: int, timeout_s: float = 5.0, spare: int | None = None) -> None:
     """SIGKILL every descendant and return once none of them can run code any more.
 
     Reaping (and the kernel's teardown of their memory) is left to `_kill_tree` after the
@@ -212,14 +220,16 @@ def _stop_tree(executor_pid: int, timeout_s: float = 5.0) -> None:
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        running = [pid for pid in osutil.descendants(executor_pid) if osutil.can_run(pid)]
+        running = [
+            pid for pid in osutil.descendants(executor_pid) if pid != spare and osutil.can_run(pid)
+        ]
         if not running:
             return
         for pid in running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
-            _kill_tree(executor_pid)  # something is stuck in the kernel: wait it out
+            _kill_tree(executor_pid, keep=spare)  # stuck in the kernel: wait it out
             return
         os.sched_yield()
 
@@ -249,12 +259,45 @@ def _result_complete(raw: bytes | bytearray) -> bool:
     return len(raw) >= HEADER.size + size
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads_hostile(data: bytes) -> Any:
+    """Parse what user code could have written: no NaN/Infinity, any nesting, any bytes.
+
+    Every failure is a ValueError, so no message the child can craft escapes as another
+    exception type (deep nesting raises RecursionError in the parser and in later dumps).
+    """
+    try:
+        message = json.loads(data, parse_constant=_no_constants)
+        json.dumps(message, allow_nan=False)  # nesting the encoder would choke on later
+    except (ValueError, RecursionError, UnicodeDecodeError, MemoryError) as exc:
+        raise ValueError(f"malformed message: {type(exc).__name__}") from None
+    return message
+
+
+PROTECTION_NAMES = frozenset({"uid_drop", "no_new_privs", "pdeathsig", "seccomp"})
+
+
+def _parse_hello(raw: bytes) -> dict[str, bool] | None:
+    """The child's first frame: which protections the kernel let it apply."""
+    try:
+        message = _loads_hostile(raw)
+    except ValueError:
+        return None
+    found = message.get("protections") if isinstance(message, dict) else None
+    if not isinstance(found, dict):
+        return None
+    return {k: v for k, v in found.items() if k in PROTECTION_NAMES and isinstance(v, bool)}
+
+
 def _parse_child_result(raw: bytes) -> dict[str, Any] | None:
     (size,) = HEADER.unpack_from(raw)
     if len(raw) != HEADER.size + size:
         return None  # the code wrote to the result pipe itself
     try:
-        message = json.loads(raw[HEADER.size :])
+        message = _loads_hostile(raw[HEADER.size :])
     except ValueError:
         return None
     if not isinstance(message, dict):
@@ -263,8 +306,14 @@ def _parse_child_result(raw: bytes) -> dict[str, Any] | None:
         return None
     if message.get("result_type") not in RESULT_TYPES:
         return None
+    for flag in ("result_truncated", "figures_truncated"):
+        if not isinstance(message.get(flag, False), bool):
+            return None
     figures = message.get("figures")
     if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
+        return None
+    figure_errors = message.get("figure_errors", [])
+    if not isinstance(figure_errors, list) or not all(isinstance(f, str) for f in figure_errors):
         return None
     error = message.get("error")
     if error is not None and not (
@@ -302,11 +351,120 @@ def _remove_scratch(path: str) -> None:
         shutil.rmtree(path, onerror=lambda func, target, info: _retry(func, target, info[1]))
 
 
+POLL_S = 0.1  # how often a run's whole process tree is measured against its limits
+
+
+def _used_bytes(path: Path) -> int:
+    """Bytes in use on the file system holding `path` (all of /tmp, whoever wrote them)."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return 0
+    return (info.f_blocks - info.f_bfree) * info.f_frsize
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _tree_bytes(root: Path, max_entries: int = 20_000) -> int:
+    """Disk blocks under `root`, without following symlinks (capped: a run that makes more
+    entries than that is measured on the first ones)."""
+    total = 0
+    stack = [str(root)]
+    seen = 0
+    while stack and seen < max_entries:
+        current = stack.pop()
+        try:
+            info = os.lstat(current)
+        except OSError:
+            continue
+        seen += 1
+        total += info.st_blocks * 512
+        if stat.S_ISDIR(info.st_mode):
+            stack.extend(os.path.join(current, name) for name in _listdir(Path(current)))
+    return total
+
+
+def _default_font() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def _readable_by_all(path: Path) -> bool:
+    """Any uid may read `path`: every directory above it searchable by others, it readable."""
+    try:
+        if not os.stat(path).st_mode & stat.S_IROTH:
+            return False
+        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.resolve().parents)
+    except OSError:
+        return False
+
+
+def _has_exited(pid: int) -> bool:
+    """True once `pid` (our child) has exited; it stays unreaped for wait4."""
+    try:
+        found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return found is not None
+
+
+def _read_frame(fd: int, deadline: float) -> bytes:
+    """One length-prefixed frame from a non-blocking-agnostic pipe, capped in size."""
+    header = _read_exact_fd(fd, HEADER.size, deadline)
+    (size,) = HEADER.unpack(header)
+    if size > 65536:
+        raise ValueError("oversized frame")
+    return _read_exact_fd(fd, size, deadline)
+
+
+def _read_exact_fd(fd: int, size: int, deadline: float) -> bytes:
+    import select
+
+    data = bytearray()
+    while len(data) < size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ChannelTimeout("no frame")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise ChannelClosed("closed")
+        data += chunk
+    return bytes(data)
+
+
 class Executor:
-    def __init__(self, sandbox_uid: int, sandbox_gid: int, frame_cache_entries: int) -> None:
+    def __init__(
+        self,
+        sandbox_uid: int,
+        sandbox_gid: int,
+        frame_cache_entries: int,
+        dedicated_uid: bool = False,
+        network_guard: bool = True,
+    ) -> None:
         self.pid = os.getpid()
         self.drop_to = (sandbox_uid, sandbox_gid) if os.geteuid() == 0 else None
         self.run_uid = self.drop_to[0] if self.drop_to else os.getuid()
+        # The handler, whatever started it, and pid 1: never killed, never signalled by a run.
+        self.keep = frozenset({self.pid, *osutil.ancestors(self.pid)})
+        # The uid is this function's alone (Lambda): every other process of it is the run's,
+        # however it detached. Not so for an operator's own uid, so that is never swept.
+        self.dedicated_uid = dedicated_uid and self.drop_to is None
+        self.network_guard = network_guard
+        self.pidfd = osutil.pidfd_works()
+        self.tmp_root = Path(tempfile.gettempdir())
+        self.tmp_entries: frozenset[str] = frozenset()
+        self.child_protections: dict[str, bool] = {}
+        self.pss_baseline = 0
+        self.fonts_private = self.drop_to is not None and not _readable_by_all(_default_font())
         self.frames = FrameCache(frame_cache_entries)
         self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
         self._baseline_at = time.monotonic()
@@ -325,6 +483,9 @@ class Executor:
         Then fork the next run's child.
         """
         recount = self._parsed or time.monotonic() - self._baseline_at > 5
+        if self.dedicated_uid:
+            keep = self.keep | ({self.spare.pid} if self.spare else set())
+            osutil.sweep_uid(self.run_uid, keep)
         if self.spare is None:
             if recount:
                 _kill_tree(self.pid)  # every dying process gone, so the count below is exact
@@ -337,6 +498,14 @@ class Executor:
             self._recount()
         if self.spare is None and self.scratch_root is not None:
             self.spare = self.fork_spare()
+            # The executor's memory changes only when it parses: measure then (and every 5 s),
+            # so a warm run never waits for a page-table walk of a large executor.
+            if recount or not self.pss_baseline:
+                self._measure_baseline(self.spare.pid)
+
+    def _measure_baseline(self, spare_pid: int) -> None:
+        """What the executor and an idle spare hold, so a run is charged only what it adds."""
+        self.pss_baseline, _ = osutil.tree_usage([self.pid, spare_pid])
 
     def _recount(self) -> None:
         self.task_baseline = osutil.count_tasks_of_uid(self.run_uid)
@@ -402,6 +571,9 @@ class Executor:
             drop_to=self.drop_to,
             task_baseline=self.task_baseline,
             parent_pid=self.pid,
+            guarded_pids=tuple(sorted(self.keep | {1})),
+            network_guard=self.network_guard,
+            open_fonts=self.fonts_private,
         )
         gc.freeze()  # the child's collector then leaves inherited objects (and their pages) alone
         pid = os.fork()
@@ -427,15 +599,70 @@ class Executor:
             self.spare = None
             return spare
         self.discard_spare()
-        return self.fork_spare()
+        spare = self.fork_spare()
+        self._measure_baseline(spare.pid)
+        return spare
+
+    def sweep(self, spare: int | None = None, gone: bool = False) -> None:
+        """Kill whatever any run left behind, wherever it went, before the next one starts
+        (`gone`: and wait until it has finished exiting)."""
+        keep = self.keep | ({spare} if spare is not None else set())
+        if self.dedicated_uid:
+            osutil.sweep_uid(self.run_uid, keep, gone=gone)
+        _stop_tree(self.pid, spare=spare)
+
+    def remember_tmp(self) -> None:
+        """The entries of /tmp the runtime itself made; a run may leave nothing else there."""
+        with contextlib.suppress(OSError):
+            self.tmp_entries = frozenset(os.listdir(self.tmp_root))
+
+    def _clean_tmp(self) -> None:
+        """Remove what the run created outside its scratch directory: the rest of /tmp and the
+        runtime's own work dir (only where the run's uid is not shared with anything else)."""
+        if not (self.dedicated_uid or self.drop_to is not None):
+            return
+        targets: list[tuple[Path, frozenset[str]]] = [(self.tmp_root, self.tmp_entries)]
+        if self.scratch_root is not None:
+            work = self.scratch_root.parent
+            keep_work = frozenset({self.scratch_root.name, "cache"})
+            targets.append((work, keep_work))
+            spare = {Path(self.spare.scratch).name} if self.spare else set()
+            targets.append((self.scratch_root, frozenset(spare)))
+        for directory, keep in targets:
+            try:
+                entries = os.listdir(directory)
+            except OSError:
+                continue
+            for name in entries:
+                if name in keep:
+                    continue
+                path = directory / name
+                try:
+                    info = path.lstat()
+                except OSError:
+                    continue
+                if info.st_uid != self.run_uid and not self.dedicated_uid:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    _remove_scratch(str(path))
+                else:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
         spare = self._take_spare(set(request["frames"].values()))
-        # The last run's processes still count against RLIMIT_NPROC until they are reaped.
+        # Nothing of an earlier run may be alive while this run's input is here; the last
+        # run's processes also still count against RLIMIT_NPROC until they are reaped.
+        self.sweep(spare=spare.pid, gone=True)
         _kill_tree(self.pid, keep=spare.pid)
         limits = request["limits"]
         started = time.monotonic()
         try:
+            hello = None
+            with contextlib.suppress(ChannelClosed, ChannelTimeout, ValueError):
+                hello = _parse_hello(_read_frame(spare.result, time.monotonic() + 10))
+            if hello is not None:
+                self.child_protections = hello
             # If the child died before its request, supervision reports how.
             with contextlib.suppress(ChannelClosed):
                 send_message(spare.control, request)
@@ -445,6 +672,7 @@ class Executor:
         finally:
             spare.close()
             _remove_scratch(spare.scratch)
+            self._clean_tmp()
 
     def _supervise(
         self, pid: int, started: float, limits: dict[str, Any], out_r: int, err_r: int, res_r: int
@@ -459,22 +687,38 @@ class Executor:
             + 65536
         )
         captures = {out_r: stdout, err_r: stderr}
-        pidfd = os.pidfd_open(pid)
+        # Lambda may filter pidfd_open (and Linux < 5.3 lacks it): then poll for the exit.
+        pidfd = os.pidfd_open(pid) if self.pidfd else None
         selector = selectors.DefaultSelector()
         for fd in (out_r, err_r, res_r):
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
-        selector.register(pidfd, selectors.EVENT_READ)
+        if pidfd is not None:
+            selector.register(pidfd, selectors.EVENT_READ)
         deadline = started + limits["timeout_s"]
         reason: str | None = None
         exited = finished = False
+        disk_baseline = self._disk_bytes()
+        next_poll = started + POLL_S
         try:
             while not (exited or finished) and reason is None:
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     reason = "timeout"
                     break
-                for key, _ in selector.select(remaining):
+                if now >= next_poll:
+                    next_poll = now + POLL_S
+                    reason = self._over_limit(pid, limits, disk_baseline)
+                    if reason is not None:
+                        break
+                    if pidfd is None and _has_exited(pid):
+                        exited = True
+                        break
+                wait = min(remaining, max(next_poll - now, 0.0))
+                if pidfd is None:
+                    wait = min(wait, 0.02)
+                for key, _ in selector.select(wait):
                     fd = key.fd
                     if fd == pidfd:
                         exited = True
@@ -493,7 +737,10 @@ class Executor:
                             reason = "output"
         finally:
             selector.close()
-            os.close(pidfd)
+            if pidfd is not None:
+                os.close(pidfd)
+        if not exited and not finished and reason is None:
+            exited = _has_exited(pid)
         # Stop everything the run started, even when it ended on its own (threads, daemons).
         # What has not exited yet is killed and reaped after the reply: none of it can run
         # code any more, and waiting for the kernel to tear down its memory would only add
@@ -502,7 +749,7 @@ class Executor:
             os.killpg(pid, signal.SIGKILL)
         if not exited:
             os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid cannot have been reused
-        _stop_tree(self.pid)
+        self.sweep()
         run_ms = (time.monotonic() - started) * 1000
         wait_status: int | None = None
         usage = None
@@ -529,6 +776,35 @@ class Executor:
             metrics.update(reported)
         envelope["metrics"].update(metrics)
         return envelope
+
+    def _run_pids(self, pid: int) -> list[int]:
+        if self.dedicated_uid:
+            return [p for p in osutil.pids_of_uid(self.run_uid) if p not in self.keep]
+        return list(osutil.descendants(self.pid))
+
+    def _over_limit(self, pid: int, limits: dict[str, Any], disk_baseline: int) -> str | None:
+        """Measure the run's whole process tree: memory, CPU and /tmp, however it forked."""
+        pids = self._run_pids(pid)
+        pss, cpu_s = osutil.tree_usage(pids)
+        own, _ = osutil.tree_usage([self.pid])
+        if pss + own - self.pss_baseline > limits["memory_mb"] * 1024 * 1024:
+            return "memory"
+        if cpu_s > limits["timeout_s"] + 1:
+            return "cpu"
+        if self._disk_bytes() - disk_baseline > limits.get("max_disk_bytes", 1 << 62):
+            return "disk"
+        return None
+
+    def _disk_bytes(self) -> int:
+        """Bytes the run can have added to /tmp. Where /tmp is the function's own (Lambda,
+        the Lambda profile), its file system's usage; where it is shared with the host, the
+        size of what the run's uid created there (new entries and the scratch directories)."""
+        if self.dedicated_uid:
+            return _used_bytes(self.tmp_root)
+        roots = [self.tmp_root / n for n in _listdir(self.tmp_root) if n not in self.tmp_entries]
+        if self.scratch_root is not None:
+            roots.append(self.scratch_root)
+        return sum(_tree_bytes(root) for root in roots)
 
     def _classify(
         self, reason: str | None, wait_status: int | None, raw: bytes, limits: dict[str, Any]
@@ -566,6 +842,32 @@ class Executor:
                 error=error_info(
                     "OutputLimit",
                     f"the code wrote more than {limits['flood_bytes']} bytes of output "
+                    "and was stopped",
+                ),
+            )
+        if reason == "memory":
+            return make_envelope(
+                "memory",
+                error=error_info(
+                    "OutOfMemory",
+                    f"the run's processes together used more than {limits['memory_mb']} MB "
+                    "and were stopped",
+                ),
+            )
+        if reason == "cpu":
+            return make_envelope(
+                "timeout",
+                error=error_info(
+                    "Timeout",
+                    "the run's processes together used up the CPU time limit and were stopped",
+                ),
+            )
+        if reason == "disk":
+            return make_envelope(
+                "limit",
+                error=error_info(
+                    "DiskLimit",
+                    f"the code wrote more than {limits['max_disk_bytes']} bytes to /tmp "
                     "and was stopped",
                 ),
             )
@@ -612,7 +914,14 @@ class Executor:
             )
             return make_envelope("error", error=error_info("ProcessExit", text))
         envelope = make_envelope(message["status"], error=message.get("error"))
-        for field in ("result", "result_type", "result_truncated", "figures", "figures_truncated"):
+        for field in (
+            "result",
+            "result_type",
+            "result_truncated",
+            "figures",
+            "figures_truncated",
+            "figure_errors",
+        ):
             envelope[field] = message.get(field, envelope[field])
         envelope["result_truncated"] = bool(envelope["result_truncated"])
         envelope["figures_truncated"] = bool(envelope["figures_truncated"])
@@ -632,7 +941,7 @@ def _warm_up() -> None:
     plt.close("all")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, non_dumpable: bool | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     ack_fd = int(args[args.index("--ack-fd") + 1]) if "--ack-fd" in args else None
     # Move the channel off fds 0/1 so a stray print can never corrupt it.
@@ -641,8 +950,11 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(null, 0)
     os.dup2(2, 1)
     os.close(null)
-    osutil.make_non_dumpable()
-    osutil.become_subreaper()
+    if non_dumpable is None:
+        osutil.harden("non_dumpable", osutil.make_non_dumpable)
+    else:
+        osutil.PROTECTIONS["non_dumpable"] = non_dumpable
+    osutil.harden("subreaper", osutil.become_subreaper)
     # Python 3.12 warns on every fork of a process with threads (here: pyarrow's idle pool,
     # which re-creates itself after fork). The child runs single-threaded until the code starts.
     warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks")
@@ -651,8 +963,14 @@ def main(argv: list[str] | None = None) -> int:
         sandbox_uid=int(os.environ.get("SANDBOX_SANDBOX_UID", "65534")),
         sandbox_gid=int(os.environ.get("SANDBOX_SANDBOX_GID", "65534")),
         frame_cache_entries=int(os.environ.get("SANDBOX_FRAME_CACHE_ENTRIES", "4")),
+        dedicated_uid=os.environ.get("SANDBOX_DEDICATED_UID") == "1",
+        network_guard=os.environ.get("SANDBOX_NETWORK_GUARD", "1") != "0",
     )
+    osutil.PROTECTIONS["pidfd"] = executor.pidfd
+    if executor.dedicated_uid:
+        osutil.PROTECTIONS["process_sweep"] = True
     _warm_up()
+    executor.remember_tmp()
     send_message(wfd, {"op": "ready", "pid": executor.pid})
     while True:
         try:
@@ -672,11 +990,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             reply = {"op": "result", "envelope": envelope, "parse_ms": 0.0, "cache": "none"}
         reply["id"] = message.get("id")
+        reply["protections"] = {**osutil.protections(), **executor.child_protections}
         try:
             send_message(wfd, reply)
         except ChannelClosed:
             executor.discard_spare()
             return 0
+        except (ValueError, RecursionError) as exc:
+            # Whatever a run managed to put in its reply, the executor stays up.
+            envelope = make_envelope(
+                "error", error=error_info("ExecutorError", f"unsendable result: {exc}")
+            )
+            send_message(wfd, {**reply, "envelope": envelope})
         executor.housekeeping()
 
 

@@ -1,14 +1,17 @@
 """Linux process controls the runtime depends on (prctl, process-tree discovery).
 
 prctl has no wrapper in the standard library, so it is called through libc with ctypes.
+Lambda's syscall filter may refuse any of these calls: `harden` records which protections
+are in force and which were refused, and the runtime keeps serving either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 PR_SET_PDEATHSIG = 1
 PR_GET_DUMPABLE = 3
@@ -31,9 +34,33 @@ def _prctl(option: int, arg: int) -> int:
     return result
 
 
+PROTECTIONS: dict[str, bool] = {}
+
+
+def harden(name: str, call: Callable[[], object]) -> bool:
+    """Apply one protection; record whether the kernel (or Lambda's filter) allowed it."""
+    try:
+        call()
+    except OSError:
+        PROTECTIONS[name] = False
+        return False
+    PROTECTIONS[name] = True
+    return True
+
+
+def protections() -> dict[str, bool]:
+    return dict(PROTECTIONS)
+
+
 def make_non_dumpable() -> None:
     """Hide this process from same-uid peers: /proc/<pid>/environ, mem and ptrace are denied."""
     _prctl(PR_SET_DUMPABLE, 0)
+
+
+def make_dumpable() -> None:
+    """Let the executor (same uid) read this run child's /proc/<pid>/smaps_rollup, so the
+    run's memory can be measured; the child holds nothing the run may not see."""
+    _prctl(PR_SET_DUMPABLE, 1)
 
 
 def is_dumpable() -> bool:
@@ -168,3 +195,120 @@ def release_free_memory() -> None:
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def pidfd_works() -> bool:
+    """pidfd_open needs Linux 5.3 and may be filtered (ENOSYS, EPERM): probe it once."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def state_of(pid: int) -> str | None:
+    """The scheduler state letter of `pid` (R, S, T for stopped, Z ...), None when it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def ancestors(pid: int) -> list[int]:
+    """`pid`'s parent, grandparent, ... up to (and including) pid 1."""
+    found: list[int] = []
+    current: int | None = pid
+    while current not in (None, 0, 1):
+        current = parent_of(current)
+        if current is None or current == 0 or current in found:
+            break
+        found.append(current)
+    return found
+
+
+def pids_of_uid(uid: int) -> list[int]:
+    """Every process whose real or effective uid is `uid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as handle:
+                for line in handle:
+                    if line.startswith("Uid:"):
+                        real, effective = (int(v) for v in line.split()[1:3])
+                        if uid in (real, effective):
+                            found.append(int(entry))
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def sweep_uid(uid: int, keep: Iterable[int], timeout_s: float = 5.0, gone: bool = False) -> int:
+    """SIGKILL every process of `uid` but `keep`, until none can run; returns how many.
+
+    For an environment where the uid is the function's alone (Lambda, the local cloud's
+    Lambda profile): whatever detached from the run's tree (new session, double fork, killed
+    its parents) is still found. A stopped process dies on SIGKILL too. With `gone`, also wait
+    until each has finished exiting (memory freed, at most a zombie): orphans are reaped by
+    pid 1, not by us, so this is the only way to know the next run starts with them gone.
+    """
+    import time
+
+    spared = set(keep) | {os.getpid()}
+    deadline = time.monotonic() + timeout_s
+    killed: set[int] = set()
+    while True:
+        left = [p for p in pids_of_uid(uid) if p not in spared]
+        victims = [p for p in left if can_run(p)]
+        exiting = gone and any(state_of(p) not in (None, "Z", "X") for p in left)
+        if (not victims and not exiting) or time.monotonic() > deadline:
+            return len(killed)
+        if not victims:
+            time.sleep(0.001)
+            continue
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        os.sched_yield()
+
+
+def tree_usage(pids: Iterable[int]) -> tuple[int, float]:
+    """(proportional set size in bytes, CPU seconds) summed over `pids`.
+
+    PSS splits each shared page between the processes that map it, so pages shared with the
+    executor (the frames) are not counted in full, and the sum over a tree is what it really
+    holds however it forks.
+    """
+    pss = 0
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            with contextlib.suppress(ValueError, IndexError):
+                ticks += int(fields[11]) + int(fields[12])
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            continue
+    return pss, ticks / CLOCK_TICKS
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -73,6 +73,7 @@ class Limits:
     max_procs: int
     max_open_files: int
     max_file_bytes: int
+    max_disk_bytes: int
     max_result_bytes: int
     max_rows: int
     max_figure_bytes: int
@@ -162,6 +163,7 @@ def parse_request(event: object, config: RuntimeConfig) -> ValidRequest:
         max_procs=config.max_procs,
         max_open_files=config.max_open_files,
         max_file_bytes=config.max_file_bytes,
+        max_disk_bytes=config.max_disk_bytes,
         max_result_bytes=config.max_result_bytes,
         max_rows=config.max_rows,
         max_figure_bytes=config.max_figure_bytes,

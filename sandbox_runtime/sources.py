@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,19 @@ class S3Source:
         self._client: Any = None
         self._client_key: tuple[str | None, ...] | None = None
         self._cached: dict[str, LocalObject] = {}
+        # What each cached file looked like when we wrote it. Runs share the runtime's uid in
+        # Lambda and could rewrite the cache; ctime cannot be set back, so any change shows.
+        self._stamps: dict[str, tuple[int, ...]] = {}
+
+    @staticmethod
+    def _stamp(path: str) -> tuple[int, ...] | None:
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
     @classmethod
     def from_env(cls, cache_dir: str | os.PathLike[str]) -> S3Source:
@@ -139,7 +153,9 @@ class S3Source:
         if not key.startswith(self.prefix):
             raise RequestRejected(f"dataset {name!r} is outside your data folder")
         cached = self._cached.get(key)
-        if cached is not None and not Path(cached.path).is_file():
+        if cached is not None and self._stamp(cached.path) != self._stamps.get(key):
+            # Gone, replaced or written to since we stored it: fetch it whole again.
+            Path(cached.path).unlink(missing_ok=True)
             cached = None
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if cached is not None:
@@ -168,6 +184,9 @@ class S3Source:
             Path(cached.path).unlink(missing_ok=True)
         fetched = LocalObject(name=name, path=str(path), etag=etag, size=size, downloaded=True)
         self._cached[key] = fetched
+        stamp = self._stamp(str(path))
+        if stamp is not None:
+            self._stamps[key] = stamp
         return fetched
 
     def _store(self, key: str, etag: str, body: Any, max_bytes: int) -> Path:

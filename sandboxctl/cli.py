@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not push the first sandbox image (signups then fail with NoDesiredImage "
         "until `sandboxctl push-image`), as right after `sam deploy` before CI's first push",
     )
+    p.add_argument(
+        "--lambda-profile",
+        choices=("lambda", "lambda-strict", "none"),
+        default="lambda",
+        help="how user functions run: as Lambda does (default), with every hardening call "
+        "refused, or unconfined",
+    )
     p = local_sub.add_parser(
         "token",
         parents=[conn, as_json],
@@ -535,7 +542,13 @@ def cmd_local(app: App) -> int:
     from sandboxctl.localcloud.server import LocalCloudError
 
     try:
-        serve(port=a.port, faults=a.faults, seed=a.seed, first_image=not a.no_image)
+        serve(
+            port=a.port,
+            faults=a.faults,
+            seed=a.seed,
+            first_image=not a.no_image,
+            lambda_profile=a.lambda_profile,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     except LocalCloudError as exc:

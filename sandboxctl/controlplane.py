@@ -986,7 +986,26 @@ class ControlPlane:
                 repositoryNames=[self.output("SandboxRepositoryName")]
             )["repositories"][0]["repositoryUri"],
         )
+        check("sandbox protections", lambda: sandbox_protections_summary(self.list_users("READY")))
         return checks
+
+
+def sandbox_protections_summary(users: list[dict[str, Any]]) -> str:
+    """What the rollouts' smoke runs found Lambda allowed (registry attributes
+    `sandbox_protections` / `sandbox_refused`), summed over users."""
+    reported = [u for u in users if u.get("sandbox_protections") is not None]
+    if not reported:
+        return "no smoke run has recorded them yet"
+    refused: dict[str, int] = {}
+    for user in reported:
+        for name in user.get("sandbox_refused") or []:
+            refused[str(name)] = refused.get(str(name), 0) + 1
+    detail = f"{len(reported)} of {len(users)} ready users reported"
+    if refused:
+        detail += "; refused: " + ", ".join(
+            f"{name} ({count})" for name, count in sorted(refused.items())
+        )
+    return detail
 
 
 def _iso(value: Any) -> str | None:

@@ -75,18 +75,32 @@ def styled(status: Any) -> Text:
 
 def users_table(users: Sequence[dict[str, Any]]) -> Table:
     t = Table(title=f"{len(users)} user(s)", title_justify="left", header_style="bold")
-    for col in ("uid", "status", "stack", "function", "image digest", "last error"):
+    columns = ["uid", "status", "stack", "function", "image digest", "last error"]
+    # What the last smoke run found Lambda allowed (recorded by the rollout), when known.
+    sandbox = any(u.get("sandbox_protections") is not None for u in users)
+    if sandbox:
+        columns += ["protections", "refused"]
+    for col in columns:
         t.add_column(col, overflow="fold")
     for u in users:
-        t.add_row(
+        row: list[Any] = [
             escape(full(u.get("uid"))),
             styled(u.get("status")),
             escape(full(u.get("stack_name"))),
             escape(full(u.get("function_name"))),
             short_digest(u.get("image_digest")),
             escape(full(u.get("last_error"))),
-        )
+        ]
+        if sandbox:
+            row += [_names(u.get("sandbox_protections")), _names(u.get("sandbox_refused"))]
+        t.add_row(*row)
     return t
+
+
+def _names(value: Any) -> str:
+    if value is None:
+        return "-"
+    return escape(", ".join(sorted(str(v) for v in value)) or "none")
 
 
 def _counts(r: dict[str, Any]) -> str:

@@ -101,6 +101,7 @@ class LocalCloud:
         stack_name: str = DEFAULT_STACK_NAME,
         parameters: dict[str, str] | None = None,
         region: str = DEFAULT_REGION,
+        lambda_profile: str = "lambda",
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 (any free port) or 1-65535, not {port}")
@@ -112,6 +113,8 @@ class LocalCloud:
         self.stack_name = stack_name
         self.parameters = {**DEFAULT_PARAMETERS, **(parameters or {})}
         self.region = region
+        # How user sandbox functions run: sandboxctl/localcloud/lambda_profile.py.
+        self.lambda_profile = lambda_profile
         self.account_id = DEFAULT_ACCOUNT
         self.endpoint = ""
         self.outputs: dict[str, str] = {}
@@ -180,6 +183,7 @@ class LocalCloud:
             endpoint=self.endpoint, region=self.region, project_root=self.project_root
         )
         httpapi.configure(self.endpoint, self.account_id, self.region, self.token_issuer)
+        lambda_exec.set_lambda_profile(self.lambda_profile)
         faults_module = _faults_module()
         if faults_module is not None:
             faults_module.configure(self.faults, self.seed)
@@ -525,6 +529,7 @@ def serve(
     seed: int = 0,
     out: TextIO | None = None,
     first_image: bool = True,
+    lambda_profile: str = "lambda",
 ) -> int:
     """`sandboxctl local up`: start, print endpoint + resources + `ready`, serve until signalled."""
     out = out or sys.stdout
@@ -534,7 +539,11 @@ def serve(
         out.write("starting the local cloud and deploying template.yaml (Ctrl-C to abandon)\n")
         out.flush()
         return _serve(
-            LocalCloud(port=port, faults=faults, seed=seed), stop, serving, out, first_image
+            LocalCloud(port=port, faults=faults, seed=seed, lambda_profile=lambda_profile),
+            stop,
+            serving,
+            out,
+            first_image,
         )
 
 
@@ -545,6 +554,8 @@ def _serve(
     out: TextIO,
     first_image: bool,
 ) -> int:
+    from sandboxctl.localcloud import lambda_profile as profiles
+
     with cloud_to_start as cloud:
         if first_image:
             push_first_image(cloud, out)
@@ -555,6 +566,9 @@ def _serve(
             f"region: {cloud.region}  account: {cloud.account_id}  stack: {cloud.stack_name}\n"
         )
         out.write(f"faults: {cloud.faults or 'none'}  seed: {cloud.seed}  IAM enforcement: on\n")
+        out.write(f"user functions run under the {cloud.lambda_profile} profile\n")
+        for missing in profiles.limitations(cloud.lambda_profile):
+            out.write(f"  left out here: {missing}\n")
         out.write(f"operator credentials: {path}\n\n")
         print_resources(cloud, out)
         out.write(f"\nlocal cloud ready in {cloud.startup_seconds:.1f}s (Ctrl-C to stop)\n")

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from tests.security.conftest import Sandbox
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.setblocking(False)
-    yield server
-    server.close()
 
 
 def test_socket_connections_are_refused(sandbox: Sandbox, listener: socket.socket) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 
-from sandbox_runtime.osutil import can_run
 from tests.security.conftest import ROWS, Sandbox
 
 POLLUTE = textwrap.dedent(
@@ -62,9 +60,17 @@ def test_globals_patches_files_processes_and_threads_do_not_survive(sandbox: San
     assert polluted["len_patched"] == 42  # the patch really took effect inside run one
     assert polluted["threads"] == 2
 
-    # Guards: process-tree kill (subreaper) and scratch removal, both before the reply.
-    assert not can_run(polluted["daemon"])
-    assert not os.path.exists(polluted["note"])
+    # Guards: process-tree kill (subreaper, or the sweep of the function's uid) and scratch
+    # removal, both before the reply.
+    check = sandbox.run(
+        "import os\n"
+        f"try:\n    state = open('/proc/{polluted['daemon']}/stat').read().rsplit(')', 1)[1]\n"
+        "except OSError:\n    state = ' X'\n"
+        f"(state.split()[0], os.path.exists({polluted['note']!r}))"
+    )
+    assert check["status"] == "ok", check["error"]
+    assert check["result"][0] in ("Z", "X")  # dead (at most not yet reaped)
+    assert check["result"][1] is False
 
     second = sandbox.run(INSPECT)
     assert second["status"] == "ok", second["error"]

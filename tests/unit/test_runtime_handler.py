@@ -39,6 +39,7 @@ def cloud() -> Iterator[Any]:
         patch.setenv("USER_PREFIX", PREFIX)
         patch.setenv("SANDBOX_WORK_DIR", str(work))
         patch.setenv("SANDBOX_MAX_TIMEOUT_S", "20")
+        patch.setenv("SANDBOX_UID_REGISTRY", str(work / "uids.json"))
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         frame = pd.DataFrame({"id": range(ROWS), "amount": [i * 1.5 for i in range(ROWS)]})

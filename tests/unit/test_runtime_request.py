@@ -9,7 +9,7 @@ import pytest
 
 from sandbox_runtime.config import ConfigError, RuntimeConfig
 from sandbox_runtime.request import RequestRejected, parse_request, validate_dataset_name
-from sandbox_runtime.runtime import executor_environment
+from sandbox_runtime.runtime import MatplotlibConfig, executor_environment
 
 CONFIG = RuntimeConfig(max_timeout_s=60, max_output_bytes=1000, default_output_bytes=100)
 
@@ -133,5 +133,15 @@ def test_the_executor_environment_is_an_allow_list(tmp_path: Path) -> None:
     assert not {name for name in env if name.startswith(("AWS", "_X_AMZN", "DATA_"))}
     assert "secret" not in env.values() and "token" not in env.values()
     assert env["PATH"] == "/usr/bin"
-    assert env["MPLCONFIGDIR"] == str(tmp_path / "work" / "matplotlib")
-    assert (tmp_path / "work" / "matplotlib" / "fontlist.json").exists()
+    # Matplotlib's config dir is given per executor start (MatplotlibConfig), never reused.
+    assert "MPLCONFIGDIR" not in env
+    config = MatplotlibConfig(str(seed))
+    work = tmp_path / "work"
+    work.mkdir()
+    first, second = config.make(work), config.make(work)
+    assert first != second
+    assert (first / "fontlist.json").read_text() == "{}"
+    (first / "matplotlibrc").write_text("lines.linewidth: 7.5\n")  # what a run could plant
+    config.done(first)
+    assert not first.exists()
+    assert not (config.make(work) / "matplotlibrc").exists()

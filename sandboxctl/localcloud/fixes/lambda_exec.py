@@ -82,6 +82,8 @@ class _Settings:
     endpoint: str = ""
     region: str = "us-east-1"
     project_root: Path = Path(__file__).resolve().parents[3]
+    # How image functions (user sandboxes) run: see sandboxctl/localcloud/lambda_profile.py.
+    lambda_profile: str = "lambda"
 
 
 _settings = _Settings()
@@ -94,6 +96,15 @@ def configure(endpoint: str, region: str, project_root: Path) -> None:
     _settings.endpoint = endpoint
     _settings.region = region
     _settings.project_root = project_root
+
+
+def set_lambda_profile(profile: str) -> None:
+    """Run image functions under `profile` (lambda, lambda-strict, none)."""
+    from sandboxctl.localcloud import lambda_profile
+
+    if profile not in lambda_profile.PROFILES:
+        raise ValueError(f"unknown Lambda profile {profile!r}: {lambda_profile.PROFILES}")
+    _settings.lambda_profile = profile
 
 
 def register_code_dir(bucket: str, key: str, directory: Path) -> None:
@@ -198,6 +209,8 @@ class WorkerSpec:
     timeout: float
     memory_size: int
     code_version: str
+    image: bool = False
+    ephemeral_mb: int = 512
 
     @classmethod
     def from_function(cls, fn: Any) -> WorkerSpec:
@@ -224,7 +237,19 @@ class WorkerSpec:
             timeout=float(fn.timeout or 3),
             memory_size=int(fn.memory_size or 128),
             code_version=code_version,
+            image=image,
+            ephemeral_mb=_ephemeral_mb(fn),
         )
+
+
+def _ephemeral_mb(fn: Any) -> int:
+    storage = getattr(fn, "ephemeral_storage", None)
+    if isinstance(storage, dict):
+        storage = storage.get("Size")
+    try:
+        return max(512, int(storage or 512))
+    except (TypeError, ValueError):
+        return 512
 
 
 def _zip_code_dir(fn: Any) -> Path:
@@ -247,7 +272,13 @@ def _zip_code_dir(fn: Any) -> Path:
 class Worker:
     """One warm execution environment (a child process) for one WorkerSpec."""
 
-    def __init__(self, spec: WorkerSpec, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        credentials: Credentials,
+        profile: str | None = None,
+        extra_ro: tuple[str, ...] = (),
+    ) -> None:
         self.spec = spec
         self.expires_at = credentials.expires_at
         self._lines: list[str] = []
@@ -288,11 +319,27 @@ class Worker:
             "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
             "AWS_SESSION_TOKEN": credentials.session_token,
         }
+        # User sandboxes (image functions) run the way Lambda runs them; the control plane's
+        # own zip functions run as the local cloud's user.
+        from sandboxctl.localcloud import lambda_profile
+
+        chosen = profile or (_settings.lambda_profile if spec.image else "none")
+        if chosen != "none":
+            env.pop("TMPDIR")  # the profile gives the environment its own private /tmp
+        launch = lambda_profile.command(
+            chosen,
+            [sys.executable, "-c", _BOOTSTRAP, _WORKER],
+            env,
+            spec.code_dir,
+            ephemeral_mb=spec.ephemeral_mb,
+            extra_ro=[*(p for p in spec.python_path.split(os.pathsep) if p), *extra_ro],
+        )
+        self.profile = chosen
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, _WORKER],
-                cwd=spec.code_dir,
-                env=env,
+                launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
