@@ -203,9 +203,12 @@ class LocalCloud:
         transformed = deploy.transform(packaged.template, self.region)
         template_key = f"templates/{self.stack_name}.json"
         s3.put_object(Bucket=artifacts, Key=template_key, Body=json.dumps(transformed).encode())
+        # moto creates the whole stack inside the CreateStack call: on a loaded machine that
+        # outlasts botocore's 60 s read timeout, and a retried CreateStack finds its own stack.
+        once = Config(read_timeout=STACK_DEADLINE_SECONDS, retries={"total_max_attempts": 1})
         cfn = self.client("cloudformation")
         declared = transformed.get("Parameters", {})
-        cfn.create_stack(
+        self.client("cloudformation", config=once).create_stack(
             StackName=self.stack_name,
             TemplateURL=f"https://{artifacts}.s3.amazonaws.com/{template_key}",
             Parameters=[
