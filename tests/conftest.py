@@ -35,13 +35,3 @@ class FakeLambdaContext:
 @pytest.fixture
 def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run tests/integration last.
-
-    The local cloud patches moto's classes toward AWS in this process (asynchronous EventBridge
-    delivery, IAM enforcement, ...). Unit tests use plain ``mock_aws`` and must see moto as
-    shipped, so they run before the first local cloud starts.
-    """
-    items.sort(key=lambda item: "integration" in item.path.parts)

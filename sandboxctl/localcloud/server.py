@@ -8,6 +8,7 @@ it in a child process with `SpawnedLocalCloud`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -25,8 +26,8 @@ from typing import Any, TextIO
 
 import boto3
 from botocore.config import Config
-from moto import settings
-from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core import config as moto_config
+from moto.moto_api._internal.models import moto_api_backend
 
 from sandboxctl.localcloud import deploy, httpapi
 from sandboxctl.localcloud import fixes as fixes_pkg
@@ -75,8 +76,8 @@ DEFAULT_PARAMETERS = {
     "CorsAllowedOrigins": "http://localhost:5173,http://localhost:3000",
 }
 STACK_DEADLINE_SECONDS = 120.0
-# Process environment that start() sets for moto's interpreter and image functions.
-_PROCESS_ENVIRON = ("MOTO_PORT", "MOTO_LAMBDA_STUB_ECR")
+# pytest's own per-test variable: it changes while a cloud runs and is not ours to give back.
+_NOT_OURS_ENVIRON = ("PYTEST_CURRENT_TEST",)
 _TERMINAL_FAILURES = ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED")
 
 _active_lock = threading.Lock()
@@ -126,7 +127,9 @@ class LocalCloud:
         self._session: boto3.session.Session | None = None
         self._session_lock = threading.Lock()
         self._started = False
-        self._saved_environ: dict[str, str | None] = {}
+        self._saved_environ: dict[str, str] | None = None
+        self._saved_moto_config: moto_config.DefaultConfig | None = None
+        self._saved_log_level: int | None = None
         # The Firebase token issuer for local use: a fresh key per cloud.
         self.token_issuer = httpapi.TokenIssuer.generate(self.parameters["FirebaseProjectId"])
 
@@ -157,6 +160,7 @@ class LocalCloud:
         return self
 
     def _start_server(self) -> None:
+        self._save_process_state()
         # werkzeug logs every request; moto warns once per resource type it cannot create.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
@@ -173,7 +177,6 @@ class LocalCloud:
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         # The Step Functions interpreter calls http://localhost:$MOTO_PORT for service tasks.
-        self._saved_environ = {k: os.environ.get(k) for k in _PROCESS_ENVIRON}
         os.environ["MOTO_PORT"] = str(port)
         # As on AWS, an image function needs its image in ECR; CodeSha256 is the image digest.
         os.environ["MOTO_LAMBDA_STUB_ECR"] = "false"
@@ -246,9 +249,12 @@ class LocalCloud:
         transformed = deploy.transform(packaged.template, self.region, self.parameters)
         template_key = f"templates/{self.stack_name}.json"
         s3.put_object(Bucket=artifacts, Key=template_key, Body=json.dumps(transformed).encode())
+        # moto creates the whole stack inside the CreateStack call: on a loaded machine that
+        # outlasts botocore's 60 s read timeout, and a retried CreateStack finds its own stack.
+        once = Config(read_timeout=STACK_DEADLINE_SECONDS, retries={"total_max_attempts": 1})
         cfn = self.client("cloudformation")
         declared = transformed.get("Parameters", {})
-        cfn.create_stack(
+        self.client("cloudformation", config=once).create_stack(
             StackName=self.stack_name,
             TemplateURL=f"https://{artifacts}.s3.amazonaws.com/{template_key}",
             Parameters=[
@@ -298,20 +304,40 @@ class LocalCloud:
         if bucket and key and user_template.exists():
             s3.put_object(Bucket=bucket, Key=key, Body=user_template.read_bytes())
 
+    def _save_process_state(self) -> None:
+        if self._saved_environ is not None:
+            return
+        self._saved_environ = dict(os.environ)
+        self._saved_moto_config = copy.deepcopy(moto_config.default_user_config)
+        self._saved_log_level = logging.getLogger("werkzeug").level
+
     def _restore_process_state(self) -> None:
         """Undo what start() changed in this process beyond the server itself.
 
-        IAM enforcement and these variables are process-global in moto: left behind, they make
-        every later in-process moto user (e.g. ``mock_aws`` unit tests) reject its own requests.
+        moto keeps its patches, IAM enforcement, backends and config in process globals, and
+        the interpreter reads MOTO_PORT: left behind, they make every later in-process moto user
+        (``mock_aws`` unit tests) run against a patched, enforcing moto that is not as shipped.
         """
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
-        ActionAuthenticatorMixin.request_count = 0
-        for key, value in self._saved_environ.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
+        if self._saved_environ is None:
+            return
+        faults_module = _faults_module()
+        if faults_module is not None:
+            faults_module.configure(None, 0)
+        moto_api_backend.reset()
+        # Every fix, fault hook and moto setting (IAM enforcement) back as before start().
+        fixes_pkg.unapply_all()
+        if self._saved_moto_config is not None:
+            # moto's own /moto-api/config only replaces whole sections, never adds keys.
+            moto_config.default_user_config.update(self._saved_moto_config)
+        logging.getLogger("werkzeug").setLevel(self._saved_log_level or logging.NOTSET)
+        saved = self._saved_environ
+        for key in os.environ.keys() - saved.keys():
+            if key not in _NOT_OURS_ENVIRON:
+                del os.environ[key]
+        for key, value in saved.items():
+            if key not in _NOT_OURS_ENVIRON and os.environ.get(key) != value:
                 os.environ[key] = value
-        self._saved_environ = {}
+        self._saved_environ = self._saved_moto_config = self._saved_log_level = None
 
     def stop(self) -> None:
         """Stop worker processes and the server; safe to call twice."""

@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from sandboxctl.localcloud.fixes import (
+    _hooks,
     cloudformation_update_previous_value,
     lambda_image_digest,
     sfn_map_tolerated_failure,
@@ -23,7 +24,9 @@ BUCKET = "fix-tests"
 
 
 @pytest.fixture(autouse=True)
-def fixes_applied() -> None:
+def fixes_applied() -> Iterator[None]:
+    # Given back afterwards: later mock_aws tests in this process must see moto as shipped.
+    _hooks.remember_moto()
     for fix in (
         sfn_map_tolerated_failure,
         sfn_result_writer_input,
@@ -32,6 +35,8 @@ def fixes_applied() -> None:
     ):
         fix.check()
         fix.apply()
+    yield
+    _hooks.unpatch_all()
 
 
 @pytest.fixture

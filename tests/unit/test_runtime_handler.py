@@ -64,8 +64,14 @@ def invoke(event: dict[str, Any], **context: Any) -> dict[str, Any]:
     return envelope
 
 
+def fresh_runtime() -> None:
+    """No executor and an empty data cache, whichever tests of this module ran before."""
+    handler.shutdown_runtime()
+    shutil.rmtree(Path(os.environ["SANDBOX_WORK_DIR"]) / "cache", ignore_errors=True)
+
+
 def test_a_refused_dataset_fetches_nothing_and_runs_nothing(cloud: Any) -> None:
-    handler.shutdown_runtime()  # a fresh runtime: no executor, no cache yet
+    fresh_runtime()
     envelope = invoke({"code": "df", "dataset": "../zz7otheruserdigest000000000/data.csv"})
 
     assert envelope["status"] == "rejected"
@@ -77,6 +83,7 @@ def test_a_refused_dataset_fetches_nothing_and_runs_nothing(cloud: Any) -> None:
 
 
 def test_first_run_loads_the_object_and_later_runs_hit_the_cache(cloud: Any) -> None:
+    fresh_runtime()
     first = invoke({"code": "len(df)", "dataset": "data.csv", "request_id": "r-1"})
     second = invoke({"code": "df['amount'].sum()", "dataset": "data.csv"})
 

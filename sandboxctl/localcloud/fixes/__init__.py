@@ -11,6 +11,8 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+from sandboxctl.localcloud.fixes import _hooks
+
 
 class FidelityCheckError(RuntimeError):
     """The installed moto no longer matches what a fidelity fix was written against."""
@@ -26,10 +28,21 @@ def fix_modules() -> list[ModuleType]:
 
 
 def apply_all() -> list[str]:
-    """Check then apply every fix; return the names applied. Fails loudly on a moto mismatch."""
+    """Check then apply every fix; return the names applied. Fails loudly on a moto mismatch.
+
+    moto as it was before the first fix (every moto module the fixes import) is remembered,
+    so ``unapply_all`` can give it back.
+    """
+    modules = fix_modules()
+    _hooks.remember_moto()
     applied = []
-    for module in fix_modules():
+    for module in modules:
         module.check()
         module.apply()
         applied.append(module.__name__.rsplit(".", 1)[-1])
     return applied
+
+
+def unapply_all() -> None:
+    """Give moto back as it was before ``apply_all`` (and any hook installed since)."""
+    _hooks.unpatch_all()

@@ -149,6 +149,10 @@ def _assume(role_arn: str | None, principal: str, region: str) -> Credentials:
 
 
 _clients: dict[tuple[str, str, str, str, int], Any] = {}
+# One session for every client: each new session loads and parses the service's JSON model
+# again (tens of ms, and a new role per user means a new client per user).
+_session_lock = threading.Lock()
+_session: boto3.session.Session | None = None
 
 
 def service_client(service: str, region: str, creds: Credentials, config: Any, url: str) -> Any:
@@ -158,15 +162,19 @@ def service_client(service: str, region: str, creds: Credentials, config: Any, u
         client = _clients.get(key)
     if client is not None:
         return client
-    client = boto3.session.Session().client(
-        service_name=service,
-        region_name=region,
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-        endpoint_url=url or None,
-        config=config,
-    )
+    global _session
+    with _session_lock:  # a session's client() is not thread-safe; its clients are
+        if _session is None:
+            _session = boto3.session.Session()
+        client = _session.client(
+            service_name=service,
+            region_name=region,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            aws_session_token=creds.session_token,
+            endpoint_url=url or None,
+            config=config,
+        )
     with _lock:
         if len(_clients) > 512:
             _clients.clear()
