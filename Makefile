@@ -44,7 +44,8 @@ node_modules/.installed: package.json package-lock.json
 system-deps: ## Install bubblewrap and libseccomp2 with apt-get when root (else say what to install)
 	@if command -v bwrap >/dev/null && ldconfig -p | grep -q libseccomp.so.2; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y --no-install-recommends bubblewrap libseccomp2; \
+		apt-get install -y --no-install-recommends bubblewrap libseccomp2 2>/dev/null \
+		|| { apt-get update -qq && apt-get install -y --no-install-recommends bubblewrap libseccomp2; }; \
 	else \
 		echo "the local cloud's Lambda profile needs the Debian packages bubblewrap and libseccomp2:" \
 			"install them (apt-get install bubblewrap libseccomp2)"; \
@@ -52,7 +53,7 @@ system-deps: ## Install bubblewrap and libseccomp2 with apt-get when root (else 
 
 install: system-deps $(BIN)/.installed $(SAM_VENV)/.installed node_modules/.installed ## Create .venv, the SAM CLI tool env and node tools (idempotent)
 
-demo: $(BIN)/.installed ## Run the whole story on the embedded local cloud
+demo: system-deps $(BIN)/.installed ## Run the whole story on the embedded local cloud
 	$(BIN)/sandboxctl demo
 
 # One worker per CPU ("logical": a 2-vCPU VM may report a single physical core); loadscope
