@@ -428,6 +428,16 @@ def _signals_stop(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _throttle_rates() -> str:
+    """The `throttle` profile's rate per bucket, when it is on (issue 11)."""
+    faults_module = _faults_module()
+    profile = faults_module.active_profile() if faults_module is not None else None
+    if profile is None or not profile.throttle:
+        return ""
+    rates = ", ".join(f"{name} {rate:g}/s" for name, rate in profile.rates().items())
+    return f"throttle rates (quota scale {profile.quota_scale:g}): {rates}\n"
+
+
 def serve(
     port: int = 0, faults: str | None = None, seed: int = 0, out: TextIO | None = None
 ) -> int:
@@ -441,6 +451,7 @@ def serve(
             f"region: {cloud.region}  account: {cloud.account_id}  stack: {cloud.stack_name}\n"
         )
         out.write(f"faults: {faults or 'none'}  seed: {seed}  IAM enforcement: on\n")
+        out.write(_throttle_rates())
         out.write(f"operator credentials: {path}\n\n")
         print_resources(cloud, out)
         out.write(f"\nlocal cloud ready in {cloud.startup_seconds:.1f}s (Ctrl-C to stop)\n")
