@@ -60,8 +60,8 @@ ASSUMPTIONS: dict[str, float] = {
     # Image function update, UpdateFunctionCode -> LastUpdateStatus Successful: lognormal.
     "function_update_median_s": 20.0,
     "function_update_sigma": 0.5,  # p99 about 3.2x the median (64 s)
-    "function_wait_first_s": 10.0,  # RolloutImage: first GetFunction after this long
-    "function_wait_poll_s": 5.0,  # then every 5 s
+    "function_wait_first_s": 5.0,  # RolloutImage: FunctionUpdateWaitSeconds, then
+    "function_wait_poll_s": 5.0,  # every FunctionUpdateWaitSeconds
     "cfn_overhead_median_s": 12.0,  # rest of a one-resource stack update
     "cfn_overhead_sigma": 0.4,
     "cfn_handler_poll_s": 5.0,  # CloudFormation's Lambda handler waits with GetFunction
