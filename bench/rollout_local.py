@@ -51,12 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default="throttle")
     parser.add_argument("--max-concurrency", type=int, default=20)
     parser.add_argument("--function-wait", type=int, default=1)
+    parser.add_argument(
+        "--rollout-burst",
+        type=int,
+        default=1,
+        help="RolloutBurst: keep it below the scaled bucket's capacity (15 x scale)",
+    )
     args = parser.parse_args(argv)
     shared = 15.0 * args.quota_scale
     parameters = {
         "LambdaSharedRps": f"{shared:g}",
         "RolloutMaxConcurrency": str(args.max_concurrency),
         "FunctionUpdateWaitSeconds": str(args.function_wait),
+        "RolloutBurst": str(args.rollout_burst),
     }
     progress(f"starting the local cloud with {parameters}")
     with LocalCloud(faults=None, parameters=parameters) as cloud:
