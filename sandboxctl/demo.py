@@ -528,12 +528,15 @@ class Demo:
                 for p in stack["Stacks"][0].get("Parameters", [])
             }
             image = next((v for k, v in params.items() if k.lower() == "imageuri"), "")
-            if not image.endswith(f"@{digest}"):
+            if not image.endswith(":live"):  # rollouts move the tag, never the stack (issue 11)
                 raise DemoCheckFailed(f"{record['stack_name']} ImageUri is {image!r}")
+            code = cp.client("lambda").get_function(FunctionName=record["function_name"])["Code"]
+            if not str(code.get("ResolvedImageUri", "")).endswith(f"@{digest}"):
+                raise DemoCheckFailed(f"{record['function_name']} runs {code!r}")
             envelope = self.api(user).run("len(df)", user.dataset)
             if envelope.get("status") != "ok":
                 raise DemoCheckFailed(f"{user.label}'s sandbox fails after the rollout")
-            self.say(f"user {user.label}: stack and registry on {render.short_digest(digest)}")
+            self.say(f"user {user.label}: function and registry on {render.short_digest(digest)}")
         return f"every demo user's function now runs {render.short_digest(digest)}"
 
     # ------------------------------------------------------------------ story

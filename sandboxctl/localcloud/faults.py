@@ -9,13 +9,18 @@ way AWS behaves under load, deterministically for a given seed:
   events) become visible; UpdateStack on a stack in progress is refused as on AWS. A function
   update keeps ``LastUpdateStatus: InProgress`` for a few seconds, and another update meanwhile
   gets ``ResourceConflictException``.
-- ``throttle``: the Lambda control plane admits 15 requests/s in total (token bucket; GetFunction
-  has its own 100/s, invocations are not control plane) and answers the rest with HTTP 429
-  ``TooManyRequestsException``; CloudFormation API calls are throttled likewise with
-  ``Throttling`` ("Rate exceeded").
+- ``throttle``: the Lambda quotas page's buckets, each a token bucket (burst = one second):
+  ``GetFunction`` 100 requests/s, ``GetPolicy`` 15 requests/s, and 15 requests/s shared by every
+  other control-plane API (invocations are data plane and not limited); the rest is answered
+  with HTTP 429 ``TooManyRequestsException``. CloudFormation's API (limits unpublished) is
+  modelled at 10 requests/s and answers ``Throttling`` ("Rate exceeded"). ``quota_scale``
+  scales every rate (e.g. 0.2 for a 300-user fleet benchmark that runs in minutes);
+  ``rates()`` says what is applied.
 - ``flaky``: a seeded share of per-user stack creations and updates fail: the stack's function
   fails to create/update with a service error, CloudFormation records the failed resource with
   that ``ResourceStatusReason`` and rolls back (``ROLLBACK_COMPLETE``/``UPDATE_ROLLBACK_COMPLETE``).
+  A direct ``UpdateFunctionCode`` of a per-user function (a rollout) is accepted and then ends
+  ``LastUpdateStatus: Failed`` with that reason; the function keeps its previous code.
 
 Profiles combine: ``"throttle,slow"``. ``install_faults`` may be called again to change or clear
 them (``None``). Per-user stacks are those whose name matches ``FaultProfile.stack_pattern``
@@ -60,7 +65,9 @@ class FaultProfile:
     function_update_delay_seconds: float = 2.0
     lambda_control_plane_rps: float = 15.0
     lambda_get_function_rps: float = 100.0
+    lambda_get_policy_rps: float = 15.0
     cloudformation_rps: float = 10.0
+    quota_scale: float = 1.0
     flaky_failure_rate: float = 0.3
 
     @classmethod
@@ -85,6 +92,17 @@ class FaultProfile:
     @property
     def flaky(self) -> bool:
         return "flaky" in self.names
+
+    def rates(self) -> dict[str, float]:
+        """Requests per second admitted per bucket (after ``quota_scale``)."""
+        k = self.quota_scale
+        return {
+            "lambda_shared": self.lambda_control_plane_rps * k,
+            "lambda_get_function": self.lambda_get_function_rps * k,
+            "lambda_get_policy": self.lambda_get_policy_rps * k,
+            "lambda_invoke": float("inf"),
+            "cloudformation": self.cloudformation_rps * k,
+        }
 
     def applies_to(self, stack_name: str) -> bool:
         return re.search(self.stack_pattern, stack_name) is not None
@@ -130,9 +148,11 @@ class _State:
     profile: FaultProfile
     lambda_control: TokenBucket
     lambda_get_function: TokenBucket
+    lambda_get_policy: TokenBucket
     cloudformation: TokenBucket
     attempts: Counter[tuple[str, str]] = dataclasses.field(default_factory=Counter)
     throttled: Counter[str] = dataclasses.field(default_factory=Counter)
+    admitted: Counter[str] = dataclasses.field(default_factory=Counter)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
@@ -142,7 +162,9 @@ _stack_op = threading.local()
 
 # Lambda actions outside the 15 requests/s control-plane quota.
 _LAMBDA_DATA_PLANE = frozenset({"Invoke", "InvokeAsync", "InvokeWithResponseStream"})
-_LAMBDA_OWN_QUOTA = frozenset({"GetFunction"})
+# The quotas page's own buckets; every other control-plane action shares one.
+_LAMBDA_GET_FUNCTION = frozenset({"GetFunction"})
+_LAMBDA_GET_POLICY = frozenset({"GetPolicy"})
 
 
 def active_profile() -> FaultProfile | None:
@@ -151,8 +173,17 @@ def active_profile() -> FaultProfile | None:
 
 
 def throttled_counts() -> dict[str, int]:
-    """How many requests each throttle refused since install (for reports and tests)."""
+    """How many requests each throttle refused since install, per bucket (reports and tests).
+
+    Keys: ``lambda`` (all Lambda buckets together, kept for older callers), ``lambda_shared``,
+    ``lambda_get_function``, ``lambda_get_policy``, ``cloudformation``.
+    """
     return dict(_state.throttled) if _state else {}
+
+
+def admitted_counts() -> dict[str, int]:
+    """How many requests each bucket admitted since install."""
+    return dict(_state.admitted) if _state else {}
 
 
 def check() -> None:
@@ -188,11 +219,13 @@ def install_faults(profile: str | FaultProfile | None, seed: int = 0) -> FaultPr
     if not parsed.names:
         _state = None
         return None
+    rates = parsed.rates()
     _state = _State(
         profile=parsed,
-        lambda_control=TokenBucket(parsed.lambda_control_plane_rps),
-        lambda_get_function=TokenBucket(parsed.lambda_get_function_rps),
-        cloudformation=TokenBucket(parsed.cloudformation_rps),
+        lambda_control=TokenBucket(rates["lambda_shared"]),
+        lambda_get_function=TokenBucket(rates["lambda_get_function"]),
+        lambda_get_policy=TokenBucket(rates["lambda_get_policy"]),
+        cloudformation=TokenBucket(rates["cloudformation"]),
     )
     return parsed
 
@@ -231,15 +264,19 @@ def _lambda_call_action(original: Any) -> Any:
         if state is not None and state.profile.throttle:
             action = self._get_action() or ""
             if action not in _LAMBDA_DATA_PLANE:
-                bucket = (
-                    state.lambda_get_function
-                    if action in _LAMBDA_OWN_QUOTA
-                    else state.lambda_control
-                )
+                if action in _LAMBDA_GET_FUNCTION:
+                    name, bucket = "lambda_get_function", state.lambda_get_function
+                elif action in _LAMBDA_GET_POLICY:
+                    name, bucket = "lambda_get_policy", state.lambda_get_policy
+                else:
+                    name, bucket = "lambda_shared", state.lambda_control
                 if not bucket.admit():
                     with state.lock:
                         state.throttled["lambda"] += 1
+                        state.throttled[name] += 1
                     return _lambda_throttle_response()
+                with state.lock:
+                    state.admitted[name] += 1
         return original(self)
 
     return call_action
@@ -249,10 +286,13 @@ def _cloudformation_call_action(original: Any) -> Any:
     @functools.wraps(original)
     def call_action(self: Any) -> Any:
         state = _state
-        if state is not None and state.profile.throttle and not state.cloudformation.admit():
+        if state is not None and state.profile.throttle:
+            if not state.cloudformation.admit():
+                with state.lock:
+                    state.throttled["cloudformation"] += 1
+                return _cloudformation_throttle_response()
             with state.lock:
-                state.throttled["cloudformation"] += 1
-            return _cloudformation_throttle_response()
+                state.admitted["cloudformation"] += 1
         return original(self)
 
     return call_action
@@ -477,18 +517,26 @@ def _update_in_progress(fn: Any) -> bool:
     return float(getattr(fn, "_sandbox_fleet_update_until", 0.0)) > time.monotonic()
 
 
+_FAILED_UPDATE = "_sandbox_fleet_failed_update"
+
+
 def _get_configuration(original: Any) -> Any:
     @functools.wraps(original)
     def get_configuration(self: Any, *args: Any, **kwargs: Any) -> Any:
         config = original(self, *args, **kwargs)
         if "LastUpdateStatus" in config and _update_in_progress(self):
             config["LastUpdateStatus"] = "InProgress"
+        elif "LastUpdateStatus" in config and self.__dict__.get(_FAILED_UPDATE):
+            # AWS: the update failed, the function keeps running its previous code.
+            config["LastUpdateStatus"] = "Failed"
+            config["LastUpdateStatusReason"] = self.__dict__[_FAILED_UPDATE]
+            config["LastUpdateStatusReasonCode"] = "InternalError"
         return config
 
     return get_configuration
 
 
-def _backend_update(original: Any) -> Any:
+def _backend_update(original: Any, code: bool = False) -> Any:
     @functools.wraps(original)
     def update(self: Any, function_name: str, qualifier: Any, body: Any) -> Any:
         from moto.awslambda.exceptions import LambdaClientError
@@ -502,9 +550,25 @@ def _backend_update(original: Any) -> Any:
             )
             conflict.code = 409
             raise conflict
+        if code and _decide("update", fn.function_name):
+            # flaky, UpdateFunctionCode called directly (a rollout): accepted, then Failed.
+            _mark_in_progress(fn)
+            fn.__dict__[_FAILED_UPDATE] = InjectedServiceError("updating", fn.function_name).message
+            return fn.get_configuration()
+        fn.__dict__.pop(_FAILED_UPDATE, None)
         return original(self, function_name, qualifier, body)
 
     return update
+
+
+def _mark_in_progress(fn: Any) -> None:
+    state = _state
+    if state is not None and state.profile.slow:
+        profile = state.profile
+        delay = profile.function_update_delay_seconds * profile.jitter(
+            "function", fn.function_name, time.monotonic()
+        )
+        fn._sandbox_fleet_update_until = time.monotonic() + delay
 
 
 def _create_function(original: Any) -> Any:
@@ -550,7 +614,7 @@ def _install_hooks() -> None:
     _wrap(CloudFormationBackend, "delete_stack", _delete_stack)
     _wrap(Stack, "outputs", _outputs)
     _wrap(LambdaBackend, "create_function", _create_function)
-    _wrap(LambdaBackend, "update_function_code", _backend_update)
+    _wrap(LambdaBackend, "update_function_code", lambda o: _backend_update(o, code=True))
     _wrap(LambdaBackend, "update_function_configuration", _backend_update)
     _wrap(LambdaFunction, "update_function_code", lambda o: _function_update(o, "updating"))
     _wrap(LambdaFunction, "update_configuration", lambda o: _function_update(o, "updating"))

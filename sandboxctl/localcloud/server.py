@@ -549,6 +549,16 @@ def push_first_image(cloud: LocalCloud, out: TextIO) -> None:
     out.write(f"first image: {pushed['image_uri']} (desired; signups provision on it)\n")
 
 
+def _throttle_rates() -> str:
+    """The `throttle` profile's rate per bucket, when it is on (issue 11)."""
+    faults_module = _faults_module()
+    profile = faults_module.active_profile() if faults_module is not None else None
+    if profile is None or not profile.throttle:
+        return ""
+    rates = ", ".join(f"{name} {rate:g}/s" for name, rate in profile.rates().items())
+    return f"throttle rates (quota scale {profile.quota_scale:g}): {rates}\n"
+
+
 def serve(
     port: int = 0,
     faults: str | None = None,
@@ -595,6 +605,7 @@ def _serve(
         out.write(f"user functions run under the {cloud.lambda_profile} profile\n")
         for missing in profiles.limitations(cloud.lambda_profile):
             out.write(f"  left out here: {missing}\n")
+        out.write(_throttle_rates())
         out.write(f"operator credentials: {path}\n\n")
         print_resources(cloud, out)
         out.write(f"\nlocal cloud ready in {cloud.startup_seconds:.1f}s (Ctrl-C to stop)\n")

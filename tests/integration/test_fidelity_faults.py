@@ -166,6 +166,30 @@ def test_throttle_answers_429_and_throttling(cloud, profile_scope) -> None:
     assert outcome(lambda: lam.list_layers()) == "ok"
 
 
+def test_throttle_keeps_lambdas_own_buckets_apart(cloud, profile_scope) -> None:
+    """GetFunction has its own 100/s: a burst of it passes while the shared 15/s is exhausted."""
+    profile = FaultProfile.parse("throttle", seed=1, quota_scale=0.5)
+    assert profile.rates()["lambda_shared"] == 7.5
+    assert profile.rates()["lambda_get_function"] == 50.0
+    faults.install_faults(profile)
+    lam = cloud.client("lambda", config=NO_RETRIES)
+
+    def code(call) -> str:
+        try:
+            call()
+            return "ok"
+        except ClientError as error:
+            return str(error.response["Error"]["Code"])
+
+    shared = [code(lambda: lam.list_layers()) for _ in range(30)]
+    own = [code(lambda: lam.get_function(FunctionName="absent")) for _ in range(20)]
+    assert "TooManyRequestsException" in shared
+    assert "TooManyRequestsException" not in own  # ResourceNotFound: admitted, then answered
+    counts = faults.throttled_counts()
+    assert counts["lambda_shared"] >= 1 and counts.get("lambda_get_function", 0) == 0
+    assert faults.admitted_counts()["lambda_get_function"] == 20
+
+
 def test_slow_stacks_stay_in_progress_then_complete(cloud, image_uri, profile_scope) -> None:
     prefix = unique("sbxslow")
     faults.install_faults(

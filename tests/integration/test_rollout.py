@@ -165,6 +165,17 @@ class Fleet:
     def image_uri(self, digest: str) -> str:
         return f"{self.repo_uri}@{digest}"
 
+    @property
+    def live_uri(self) -> str:
+        """What every user stack's ImageUri says, before and after any rollout."""
+        return f"{self.repo_uri}:live"
+
+    def live_digest(self) -> str | None:
+        images = self.ecr.batch_get_image(
+            repositoryName=self.repo, imageIds=[{"imageTag": "live"}]
+        )["images"]
+        return str(images[0]["imageId"]["imageDigest"]) if images else None
+
     def rollout(self, digest: str) -> dict[str, Any] | None:
         item = self.ddb.get_item(
             TableName=self.table,
@@ -341,6 +352,60 @@ def test_the_same_digest_pushed_twice_rolls_out_once(fleet: Fleet) -> None:
     assert only is not None and only["execution_arn"]["S"] == first["execution_arn"]["S"]
 
 
+# ---------------------------------------------------------------------- the live tag
+@pytest.mark.timeout(600)
+def test_a_push_of_the_live_tag_starts_nothing_and_moves_no_function(fleet: Fleet) -> None:
+    uid = new_uids("tagged", 1)[0]
+    fleet.sign_up([uid])
+    fleet.wait_status([uid], {"READY"}, 300)
+    running = fleet.live_digest()
+    assert running is not None and fleet.function_digest(uid) == running
+    before = {e["executionArn"] for e in fleet.executions()}
+    # Someone (not a rollout) pushes an image straight onto the live tag.
+    stray = fleet.push(f"stray-{uuid.uuid4()}", tag="live")
+    assert fleet.live_digest() == stray
+    sentinel = fleet.push(f"after-stray-{uuid.uuid4()}")
+    fleet.wait_rollout(sentinel, 300)
+    started = [e for e in fleet.executions() if e["executionArn"] not in before]
+    digests = [fleet.execution_input(e["executionArn"])["detail"]["image-digest"] for e in started]
+    assert digests == [sentinel], "the live tag's own push started a rollout"
+    assert fleet.rollout(stray) is None
+    assert fleet.function_digest(uid) == sentinel
+    assert fleet.stack_image(uid) == fleet.live_uri
+    # Build tags stay immutable: only `live` is excluded.
+    record = fleet.rollout(sentinel)
+    assert record is not None
+    with pytest.raises(ClientError, match="ImageTagAlreadyExists"):
+        fleet.push(f"retag-{uuid.uuid4()}", tag=record["image_tag"]["S"])
+
+
+@pytest.mark.timeout(900)
+def test_two_pushes_in_quick_succession_the_newer_wins(
+    fleet: Fleet, cloud_with_faults: Callable[..., LocalCloud]
+) -> None:
+    uids = new_uids("quick", 6)
+    fleet.sign_up(uids)
+    fleet.wait_status(uids, {"READY"}, 300)
+    cloud_with_faults("slow", seed=11)
+    try:
+        older = fleet.push(f"older-{uuid.uuid4()}")
+        newer = fleet.push(f"newer-{uuid.uuid4()}")
+        final_newer = fleet.wait_rollout(newer, 600)
+        final_older = fleet.wait_rollout(older, 600)
+        fleet.wait_executions_done(600)
+    finally:
+        cloud_with_faults(None)
+    assert final_newer["status"]["S"] == "COMPLETED", final_newer.get("halt_reasons")
+    assert int(final_newer["failed"]["N"]) == 0, final_newer.get("failures")
+    assert final_older["status"]["S"] in {"SUPERSEDED", "COMPLETED"}
+    assert int(final_older.get("failed", {"N": "0"})["N"]) == 0, final_older.get("failures")
+    assert fleet.desired()["image_digest"]["S"] == newer
+    assert fleet.live_digest() == newer
+    for uid in uids:
+        assert fleet.function_digest(uid) == newer
+        assert fleet.record(uid)["image_digest"] == newer
+
+
 # ---------------------------------------------------------------------- the fleet moves
 class _FirstUpdateFails(FaultProfile):
     """The `flaky` profile, but only each matching stack's first update fails."""
@@ -395,12 +460,13 @@ def test_a_failing_canary_halts_restores_the_canary_and_touches_nobody_else(
     assert any("canary: 1 of 2 users failed" in r for r in reasons), reasons
     assert fleet.desired()["image_digest"]["S"] == previous
     assert fleet.desired()["restored_from"]["S"] == digest
+    assert fleet.live_digest() == previous, "the halt did not put the live tag back"
     for uid in canary:
-        assert fleet.stack_image(uid) == fleet.image_uri(previous)
+        assert fleet.stack_image(uid) == fleet.live_uri
         assert fleet.function_digest(uid) == previous
         assert fleet.record(uid)["image_digest"] == previous
     for uid in others:
-        assert fleet.stack_image(uid) == fleet.image_uri(previous)
+        assert fleet.stack_image(uid) == fleet.live_uri
         assert fleet.function_digest(uid) == previous
     for uid, image in everyone_before.items():
         user = fleet.user(uid)
@@ -428,9 +494,9 @@ def test_users_deleted_or_signing_up_during_a_rollout_end_in_the_right_state(
     try:
         digest = fleet.push(f"during-{uuid.uuid4()}")
         wait_for(
-            lambda: fleet.desired()["image_digest"]["S"] == digest or None,
+            lambda: fleet.live_digest() == digest or None,
             60,
-            "the new digest to become desired",
+            "the new digest to become desired and live",
         )
         fleet.delete(leaving)
         fleet.sign_up([newcomer])
@@ -474,16 +540,17 @@ def test_two_hundred_users_reach_the_new_digest_under_throttling_and_slow_stacks
     cloud_with_faults("throttle,slow", seed=6)
     digest = fleet.push(f"fleet-{uuid.uuid4()}")
     rollout = fleet.wait_rollout(digest, 900)
-    throttled = faults.throttled_counts()
+    throttled, admitted = faults.throttled_counts(), faults.admitted_counts()
     cloud_with_faults(None)
 
     assert rollout["status"]["S"] == "COMPLETED", rollout.get("halt_reasons")
     assert int(rollout["failed"]["N"]) == 0, rollout.get("failures")
-    assert sum(throttled.values()) > 0, "the throttle profile never throttled anything"
-    uri = fleet.image_uri(digest)
+    # Every user's update went through the shared bucket, and the limiter kept it under quota.
+    assert admitted.get("lambda_shared", 0) >= len(uids)
+    assert throttled.get("lambda_shared", 0) == 0, throttled
     for uid in uids:
         user = fleet.user(uid)
         assert user is not None and user["status"] == "READY"
         assert user["image_digest"] == digest
-        assert fleet.stack_image(uid) == uri
+        assert fleet.stack_image(uid) == fleet.live_uri
         assert fleet.function_digest(uid) == digest

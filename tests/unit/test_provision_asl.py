@@ -37,6 +37,9 @@ VALUES = {
     "S3VpcEndpointId": "",
     "DeletedUserData": "retain",
     "ConfirmUserFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:confirm-user",
+    "LiveImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sandbox:live",
+    "LambdaSharedRps": "15",
+    "SignupBurst": "10",
 }
 MACHINES = {
     "provision_user": "ProvisionUserStateMachine",

@@ -42,7 +42,15 @@ def _ecr_digest(function: Any, image_uri: str) -> str | None:
 
 
 def resolved(function: Any) -> tuple[str, str] | None:
-    """(ResolvedImageUri, digest hex) for an image function, as AWS reports them."""
+    """(ResolvedImageUri, digest hex) for an image function, as AWS reports them.
+
+    A tag resolved when the code was last set (``lambda_image_tag_pin``) wins over the tag now.
+    """
+    from sandboxctl.localcloud.fixes.lambda_image_tag_pin import pinned
+
+    pin = pinned(function)
+    if pin is not None:
+        return pin
     image_uri = (getattr(function, "code", None) or {}).get("ImageUri")
     if not isinstance(image_uri, str):
         return None
