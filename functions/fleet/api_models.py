@@ -38,9 +38,11 @@ class RunMetrics(_Open):
 
 
 class SandboxProfile(_Open):
-    """The protections the runtime found in force (added by the runtime's isolation work)."""
+    """The protections in force for this run, and those the execution environment refused."""
 
-    profile: str
+    profile: str | None = Field(
+        description="the Lambda profile the runtime was told it runs under, if any"
+    )
     in_force: list[str]
     refused: list[str]
 
@@ -61,6 +63,9 @@ class RunEnvelope(_Open):
     stderr_truncated: bool
     figures: list[str] = Field(description="matplotlib figures, base64 PNG, in creation order")
     figures_truncated: bool
+    figure_errors: list[str] = Field(
+        default_factory=list, description="figures that could not be rendered, and why"
+    )
     error: RunError | None
     metrics: RunMetrics
     request_id: str | None
