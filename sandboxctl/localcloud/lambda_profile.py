@@ -29,6 +29,7 @@ Standalone on purpose (stdlib + pyseccomp): it runs inside the sandbox before th
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import sys
@@ -37,8 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROFILES = ("lambda", "lambda-strict", "none")
-FUNCTION_UID = 993  # sbx_user1051 in container-image functions
-FUNCTION_GID = 990
+FUNCTION_GID = 990  # sbx_user1051 is 993:990 in container-image functions
+# Lambda gives every environment uid 993 inside its own microVM, so each has its own kernel
+# count of that uid's processes (RLIMIT_NPROC). Environments on one host would share that count
+# and starve each other, so each gets a host uid of its own from this pool, leased for its life.
+UID_POOL_BASE = 200_000
+UID_POOL_SIZE = 4096
+UID_LEASE_DIR = Path("/run/sandbox-fleet/function-uids")
 DEFAULT_EPHEMERAL_MB = 512
 TASK_ROOT = "/var/task"
 # The variables Lambda sets for an image function that the worker does not set itself.
@@ -154,6 +160,32 @@ class Launch:
     cwd: str  # where to start the launcher (a host path)
     task_root: str  # where the code is, as the function sees it
     limitations: tuple[str, ...]
+    # The host uid the environment runs as (root only); close it when the environment is gone.
+    lease: UidLease | None = None
+
+
+class UidLease:
+    """One host uid held for one execution environment: an flock, freed on close or our exit."""
+
+    def __init__(self, lease_dir: Path = UID_LEASE_DIR) -> None:
+        lease_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for slot in range(UID_POOL_SIZE):
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(lease_dir / f"{slot}.lock", flags, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._fd: int | None = fd
+            self.uid = UID_POOL_BASE + slot
+            return
+        raise LaunchError(f"all {UID_POOL_SIZE} function uids are in use on this host")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def bwrap_path() -> str | None:
@@ -257,8 +289,9 @@ def command(
     cmd += ["--ro-bind", real_code, TASK_ROOT]
     cmd += ["--chdir", TASK_ROOT]
     # The function's uid owns the private /tmp (Lambda: mode 0700, owner sbx_user1051).
-    cmd += ["--", *stage2, "--uid", str(FUNCTION_UID), "--gid", str(FUNCTION_GID), "--", *argv]
-    return Launch(cmd, env, real_code, TASK_ROOT, limitations(profile))
+    lease = UidLease()
+    cmd += ["--", *stage2, "--uid", str(lease.uid), "--gid", str(FUNCTION_GID), "--", *argv]
+    return Launch(cmd, env, real_code, TASK_ROOT, limitations(profile), lease)
 
 
 def _stage2(args: list[str]) -> None:

@@ -166,9 +166,16 @@ def test_rerun_still_refuses_an_index_pushed_earlier(tmp_path: Path) -> None:
     assert result.returncode == 1 and INDEX in result.stderr
 
 
-def test_repository_tags_stay_immutable() -> None:
+def test_build_tags_stay_immutable_and_only_the_live_tag_moves() -> None:
+    # A re-run must find its commit tag where it left it; the rollout moves `live` (issue 11).
     repository = template()["Resources"]["SandboxRepository"]["Properties"]
-    assert repository["ImageTagMutability"] == "IMMUTABLE"
+    assert repository["ImageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    assert repository["ImageTagMutabilityExclusionFilters"] == [
+        {
+            "ImageTagMutabilityExclusionFilterType": "WILDCARD",
+            "ImageTagMutabilityExclusionFilterValue": "live",
+        }
+    ]
 
 
 # ---------------------------------------------------------------- 3: alarms reach the topic

@@ -335,6 +335,7 @@ class Worker:
             extra_ro=[*(p for p in spec.python_path.split(os.pathsep) if p), *extra_ro],
         )
         self.profile = chosen
+        self._uid_lease = launch.lease
         try:
             self.process = subprocess.Popen(
                 launch.argv,
@@ -346,6 +347,10 @@ class Worker:
                 pass_fds=(request_read, response_write),
                 start_new_session=True,
             )
+        except BaseException:
+            if self._uid_lease is not None:
+                self._uid_lease.close()
+            raise
         finally:
             os.close(request_read)
             os.close(response_write)
@@ -427,6 +432,8 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+        if self._uid_lease is not None:
+            self._uid_lease.close()  # its PID namespace, and so every process of the uid, is gone
         for handle in (self._requests, self._responses):
             with contextlib.suppress(OSError):
                 handle.close()
