@@ -59,8 +59,8 @@ demo: system-deps $(BIN)/.installed ## Run the whole story on the embedded local
 # One worker per CPU ("logical": a 2-vCPU VM may report a single physical core); loadscope
 # keeps each module (and its module-scoped fixtures) on one worker, so the shared local cloud
 # starts at most once per worker.
-test: install lint ## Install if needed, run every check and test (in parallel)
-	$(BIN)/pytest -n logical --maxprocesses 4 --dist loadscope
+test: install lint ## Install if needed, run every check and test
+	$(BIN)/pytest
 
 lint: install ## ruff, mypy, sam validate --lint, cfn-lint, asl-validator, actionlint, hadolint
 	$(BIN)/ruff check $(PY_SOURCES)
