@@ -75,26 +75,39 @@ def styled(status: Any) -> Text:
 
 def users_table(users: Sequence[dict[str, Any]]) -> Table:
     t = Table(title=f"{len(users)} user(s)", title_justify="left", header_style="bold")
-    columns = ["uid", "status", "stack", "function", "image digest", "last error"]
+    # A user's stack and function share one name: shown once, never folded, because operators
+    # copy it into other tools. The other columns fold to make room.
+    columns = ["uid", "status", "stack / function", "image digest", "last error"]
     # What the last smoke run found Lambda allowed (recorded by the rollout), when known.
     sandbox = any(u.get("sandbox_protections") is not None for u in users)
     if sandbox:
-        columns += ["protections", "refused"]
+        columns.append("sandbox protections")
+    names = [_stack_and_function(u) for u in users]
+    whole = {
+        "stack / function": max((len(line) for n in names for line in n.splitlines()), default=0),
+    }
     for col in columns:
-        t.add_column(col, overflow="fold")
-    for u in users:
+        t.add_column(col, overflow="fold", min_width=whole.get(col))
+    for u, name in zip(users, names, strict=True):
         row: list[Any] = [
             escape(full(u.get("uid"))),
             styled(u.get("status")),
-            escape(full(u.get("stack_name"))),
-            escape(full(u.get("function_name"))),
+            escape(name),
             short_digest(u.get("image_digest")),
             escape(full(u.get("last_error"))),
         ]
         if sandbox:
-            row += [_names(u.get("sandbox_protections")), _names(u.get("sandbox_refused"))]
+            row.append(
+                f"on: {_names(u.get('sandbox_protections'))}\n"
+                f"refused: {_names(u.get('sandbox_refused'))}"
+            )
         t.add_row(*row)
     return t
+
+
+def _stack_and_function(user: dict[str, Any]) -> str:
+    stack, function = full(user.get("stack_name")), full(user.get("function_name"))
+    return stack if stack == function else f"{stack}\n{function}"
 
 
 def _names(value: Any) -> str:

@@ -106,6 +106,27 @@ def test_users_table_shortens_digests_and_shows_errors() -> None:
     assert "ROLLBACK_COMPLETE: role quota" in out and "FAILED" in out
 
 
+def test_stack_and_function_names_stay_whole_when_every_column_is_shown() -> None:
+    name = "sbx-local-wu2c2qc67uk25we4mza3egngp5"
+    users = [
+        {
+            "uid": "cli-9eb9099f/Ünïcode",
+            "status": "READY",
+            "stack_name": name,
+            "function_name": name,
+            "image_digest": "sha256:" + "e" * 64,
+            "last_error": "smoke run: " + " ".join(f"reason{i}" for i in range(30)),
+            "sandbox_protections": ["no_new_privs", "seccomp", "rlimits", "pid_namespace"],
+            "sandbox_refused": ["dumpable"],
+        }
+    ]
+    console = Console(width=150, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render.users_table(users))
+    out = console.export_text()
+    assert name in out, out  # on one line, copyable
+    assert "dumpable" in out and "seccomp" in out and "reason29" in out
+
+
 @pytest.mark.parametrize(
     ("value", "short"),
     [
