@@ -1,7 +1,10 @@
-"""One local cloud for the whole integration suite: the real template, IAM enforced, no faults.
+"""A local cloud per test module: the real template, IAM enforced, no faults.
 
-Tests create their own users (and their own resources) so they never depend on each other.
-A test that needs a fault profile either switches the shared cloud for its own duration
+Each module starts its own cloud (about 4 s), so what one module leaves behind (users, stacks,
+rollouts) never slows or changes another: a rollout moves every READY user of its cloud, and a
+reconcile sweeps them all. Tests create their own users (and their own resources) so they never
+depend on each other either.
+A test that needs a fault profile either switches its module's cloud for its own duration
 (`cloud_with_faults`, cheap) or starts a separate cloud in a child process (`spawn_cloud`,
 slow: a full start-up; use sparingly).
 """
@@ -19,12 +22,12 @@ from sandboxctl.localcloud.server import LocalCloud
 from sandboxctl.localcloud.spawned import SpawnedLocalCloud
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def local_cloud() -> Iterator[LocalCloud]:
-    """The suite's LocalCloud, deployed from template.yaml with IAM enforcement on.
+    """This module's LocalCloud, deployed from template.yaml with IAM enforcement on.
 
-    Package-scoped, so it stops (and gives moto's process-global state back) before tests
-    outside tests/integration run in the same pytest process.
+    It stops (and gives moto's process-global state back) when the module ends, before the
+    next module's cloud starts: moto's backends are process-global, so one runs at a time.
     """
     # SANDBOXCTL_LOCAL_TEMPLATE runs the suite against another copy of the application.
     override = os.environ.get("SANDBOXCTL_LOCAL_TEMPLATE")
@@ -38,7 +41,7 @@ def local_cloud() -> Iterator[LocalCloud]:
 
 @pytest.fixture
 def cloud_with_faults(local_cloud: LocalCloud) -> Iterator[Callable[..., LocalCloud]]:
-    """Switch the shared cloud to a fault profile for this test; back to none afterwards."""
+    """Switch the module's cloud to a fault profile for this test; back to none afterwards."""
     from sandboxctl.localcloud import faults
 
     def switch(profile: str | None, seed: int = 0) -> LocalCloud:

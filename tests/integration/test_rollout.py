@@ -1,7 +1,8 @@
 """RolloutImage in the local cloud: the real template, ASL and functions, IAM enforced.
 
-Each test creates its own users. A rollout moves every READY user of the shared cloud, so the
-assertions are about this test's users (and, for a halt, about everybody else too).
+Each test creates its own users. A rollout moves every READY user of the module's cloud (the
+earlier tests' users too), so the assertions are about this test's users (and, for a halt,
+about everybody else too).
 """
 
 from __future__ import annotations
@@ -269,8 +270,6 @@ def new_uids(prefix: str, count: int) -> list[str]:
 
 # ---------------------------------------------------------------------- trigger
 @pytest.mark.timeout(600)
-# Each rollout here moves every READY user of the shared cloud (earlier modules leave many).
-@pytest.mark.timeout(1200)
 def test_other_repository_delete_and_failure_events_start_no_rollout(fleet: Fleet) -> None:
     from moto.ecr.models import ecr_backends
 
@@ -280,7 +279,7 @@ def test_other_repository_delete_and_failure_events_start_no_rollout(fleet: Flee
     fleet.ecr.create_repository(repositoryName=other)
     fleet.push(f"elsewhere-{uuid.uuid4()}", repo=other)
     doomed = fleet.push(f"doomed-{uuid.uuid4()}", tag="doomed-" + secrets.token_hex(3))
-    fleet.wait_rollout(doomed, 540)  # its own PUSH does start a rollout
+    fleet.wait_rollout(doomed, 240)  # its own PUSH does start a rollout
     before = {e["executionArn"] for e in fleet.executions()}
     fleet.ecr.batch_delete_image(repositoryName=fleet.repo, imageIds=[{"imageDigest": doomed}])
     backend = ecr_backends[fleet.cloud.account_id][fleet.cloud.region]
@@ -292,7 +291,7 @@ def test_other_repository_delete_and_failure_events_start_no_rollout(fleet: Flee
     )
     # A real push after them: once its rollout exists, the three events before it were handled.
     sentinel = fleet.push(f"sentinel-{uuid.uuid4()}")
-    fleet.wait_rollout(sentinel, 540)
+    fleet.wait_rollout(sentinel, 240)
     started = [e for e in fleet.executions() if e["executionArn"] not in before]
     digests = [fleet.execution_input(e["executionArn"])["detail"]["image-digest"] for e in started]
     assert digests == [sentinel]
