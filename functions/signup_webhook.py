@@ -46,7 +46,9 @@ from fleet.firebase_users import FirebaseUserDirectory
 from fleet.models import (
     SOURCE,
     UserCreatedNotice,
+    UserDeletedDetail,
     UserDeletedNotice,
+    UserSignedUpDetail,
     WebhookNotice,
     iso_utc,
 )
@@ -102,21 +104,22 @@ def _body_bytes(event: APIGatewayProxyEventV2Model) -> bytes:
 
 
 def _event_detail(notice: UserCreatedNotice | UserDeletedNotice) -> tuple[str, dict[str, Any]]:
+    """The event for a notice, built through its model, so it is what the schema says."""
     digest = naming.user_digest(notice.uid)
     if isinstance(notice, UserCreatedNotice):
-        return "UserSignedUp", {
-            "uid": notice.uid,
-            "user_digest": digest,
-            "email": notice.email,
-            "event_id": notice.event_id,
-            "created_at": iso_utc(notice.created_at),
-        }
-    return "UserDeleted", {
-        "uid": notice.uid,
-        "user_digest": digest,
-        "event_id": notice.event_id,
-        "deleted_at": iso_utc(notice.deleted_at),
-    }
+        return "UserSignedUp", UserSignedUpDetail(
+            uid=notice.uid,
+            user_digest=digest,
+            email=notice.email,
+            event_id=notice.event_id,
+            created_at=iso_utc(notice.created_at),
+        ).model_dump()
+    return "UserDeleted", UserDeletedDetail(
+        uid=notice.uid,
+        user_digest=digest,
+        event_id=notice.event_id,
+        deleted_at=iso_utc(notice.deleted_at),
+    ).model_dump()
 
 
 def emit(events: Any, bus_name: str, detail_type: str, detail: dict[str, Any]) -> str:

@@ -220,12 +220,8 @@ def error_code(exc: ClientError) -> str:
 
 
 def is_access_denied(exc: ClientError) -> bool:
-    """IAM denials; moto renders JSON-protocol denials as XML, which botocore reads as `403`."""
-    code = error_code(exc)
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in {"AccessDenied", "AccessDeniedException", "403"} or (
-        status == 403 and code in {"", "Forbidden"}
-    )
+    """An IAM denial: `AccessDenied` (XML services: S3, IAM, STS) or `AccessDeniedException`."""
+    return error_code(exc) in {"AccessDenied", "AccessDeniedException"}
 
 
 @dataclass
@@ -1014,10 +1010,6 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="seconds")
     return str(value)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def save_figures(envelope: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:

@@ -20,7 +20,6 @@ from boto3.dynamodb.types import TypeDeserializer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from fleet import naming
-from fleet.errors import FleetError
 from fleet.models import DELETING, FAILED, PROVISIONING, READY, iso_utc
 
 RECONCILE_PREFIX = "reconcile"
@@ -34,10 +33,6 @@ STUCK_AFTER = timedelta(hours=1)
 REPORT_LIMIT = 50
 
 Action = Literal["provision", "retry", "repair", "deprovision", "check_image"]
-
-
-class PlanError(FleetError):
-    """The reconcile plan could not be built (unreadable registry or stack list)."""
 
 
 class PlanRequest(BaseModel):

@@ -619,8 +619,3 @@ def _install_hooks() -> None:
     _wrap(LambdaFunction, "update_function_code", lambda o: _function_update(o, "updating"))
     _wrap(LambdaFunction, "update_configuration", lambda o: _function_update(o, "updating"))
     _wrap(LambdaFunction, "get_configuration", _get_configuration)
-
-
-def faults_idle() -> bool:
-    """True when no delayed stack transition is pending."""
-    return _scheduler.idle()

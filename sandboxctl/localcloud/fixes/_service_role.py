@@ -180,10 +180,3 @@ def service_client(service: str, region: str, creds: Credentials, config: Any, u
             _clients.clear()
         _clients.setdefault(key, client)
     return client
-
-
-def clear_cache() -> None:
-    """Forget cached credentials and clients (after a moto reset, say)."""
-    with _lock:
-        _cache.clear()
-        _clients.clear()
