@@ -16,16 +16,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from fleet import models, signing
+from fleet import models, naming, registry, signing
 from pydantic import BaseModel, ValidationError
 
 DEFAULT_STACK = "sandbox-fleet-dev"
@@ -56,17 +54,14 @@ STATE_MACHINE_OUTPUTS = {
     "RolloutImage": "RolloutImageStateMachineArn",
     "Reconcile": "ReconcileStateMachineArn",
 }
-USER_STATUSES = ("PROVISIONING", "READY", "FAILED", "DELETING", "DELETED")
-ROLLOUT_STATUSES = ("RUNNING", "COMPLETED", "HALTED", "SUPERSEDED")
+USER_STATUSES = registry.USER_STATUSES
+ROLLOUT_STATUSES = registry.ROLLOUT_STATUSES
 ROLLOUT_FINAL = {"COMPLETED", "HALTED", "SUPERSEDED"}
 # ECR's own tag rule.
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-MAX_UID_CHARS = 128
 MAX_DATASET_NAME = 512
 # The sandbox can run for up to Lambda's 15 minutes; a shorter read timeout would retry the run.
 INVOKE_READ_TIMEOUT_S = 910
-
-_DESERIALIZER = TypeDeserializer()
 
 
 class SandboxctlError(Exception):
@@ -159,30 +154,15 @@ def resolve_target(
     )
 
 
-def plain(value: Any) -> Any:
-    """DynamoDB Decimals and sets as JSON-friendly Python values."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, set):
-        return sorted(plain(v) for v in value)
-    return value
-
-
-def _item(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: plain(_DESERIALIZER.deserialize(v)) for k, v in raw.items()}
+plain = registry.plain
 
 
 def validate_uid(uid: str) -> str:
-    """Firebase UIDs: 1 to 128 characters, anything printable."""
-    if not uid or len(uid) > MAX_UID_CHARS:
-        raise UsageError(f"a UID is 1 to {MAX_UID_CHARS} characters, got {len(uid)}")
-    if any(ord(c) < 32 for c in uid):
-        raise UsageError("a UID cannot contain control characters")
-    return uid
+    """Firebase's rule (1 to 128 characters), the one the webhook and workflows apply."""
+    try:
+        return naming.validate_uid(uid)
+    except naming.InvalidUid as exc:
+        raise UsageError(f"not a Firebase UID: {exc}") from None
 
 
 def validate_dataset_name(name: str) -> str:
@@ -432,13 +412,11 @@ class ControlPlane:
         return value
 
     # registry ----------------------------------------------------------------------------
+    def _read(self, pk: str) -> dict[str, Any] | None:
+        return registry.read_item(self.client("dynamodb"), self.output("RegistryTableName"), pk)
+
     def get_user(self, uid: str) -> dict[str, Any] | None:
-        resp = self.client("dynamodb").get_item(
-            TableName=self.output("RegistryTableName"),
-            Key={"pk": {"S": f"USER#{uid}"}},
-            ConsistentRead=True,
-        )
-        return _item(resp["Item"]) if "Item" in resp else None
+        return self._read(registry.USER_PREFIX + uid)
 
     def require_user(self, uid: str) -> dict[str, Any]:
         user = self.get_user(uid)
@@ -448,17 +426,11 @@ class ControlPlane:
 
     def _query_status(self, status: str, prefix: str) -> list[dict[str, Any]]:
         """Items in one status whose key starts with `prefix`, through the ByStatus index."""
-        paginator = self.client("dynamodb").get_paginator("query")
-        items: list[dict[str, Any]] = []
-        for page in paginator.paginate(
-            TableName=self.output("RegistryTableName"),
-            IndexName="ByStatus",
-            KeyConditionExpression="#s = :s AND begins_with(pk, :p)",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":s": {"S": status}, ":p": {"S": prefix}},
-        ):
-            items.extend(_item(raw) for raw in page.get("Items", []))
-        return items
+        return list(
+            registry.query_status(
+                self.client("dynamodb"), self.output("RegistryTableName"), status, prefix
+            )
+        )
 
     def list_users(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every user entry, or those in one status (ByStatus index, never a table scan)."""
@@ -467,38 +439,29 @@ class ControlPlane:
         users = [
             u
             for s in ([status] if status else USER_STATUSES)
-            for u in self._query_status(s, "USER#")
+            for u in self._query_status(s, registry.USER_PREFIX)
         ]
         return sorted(users, key=lambda u: (str(u.get("created_at", "")), str(u.get("uid", ""))))
 
     def list_rollouts(self) -> list[dict[str, Any]]:
         """Every rollout, newest first."""
-        rollouts = [r for s in ROLLOUT_STATUSES for r in self._query_status(s, "ROLLOUT#")]
+        rollouts = [
+            r for s in ROLLOUT_STATUSES for r in self._query_status(s, registry.ROLLOUT_PREFIX)
+        ]
         for r in rollouts:
-            r.setdefault("rollout_id", str(r["pk"]).removeprefix("ROLLOUT#"))
+            r.setdefault("rollout_id", str(r["pk"]).removeprefix(registry.ROLLOUT_PREFIX))
         return sorted(rollouts, key=lambda r: str(r.get("started_at", "")), reverse=True)
 
     def get_rollout(self, image_digest: str) -> dict[str, Any] | None:
         """The rollout of one digest: its id is the digest's hex (one rollout per digest)."""
-        rollout_id = image_digest.removeprefix("sha256:")
-        resp = self.client("dynamodb").get_item(
-            TableName=self.output("RegistryTableName"),
-            Key={"pk": {"S": f"ROLLOUT#{rollout_id}"}},
-            ConsistentRead=True,
-        )
-        if "Item" not in resp:
-            return None
-        rollout = _item(resp["Item"])
-        rollout.setdefault("rollout_id", rollout_id)
+        key = registry.rollout_key(image_digest)
+        rollout = self._read(key)
+        if rollout is not None:
+            rollout.setdefault("rollout_id", key.removeprefix(registry.ROLLOUT_PREFIX))
         return rollout
 
     def desired_image(self) -> dict[str, Any] | None:
-        resp = self.client("dynamodb").get_item(
-            TableName=self.output("RegistryTableName"),
-            Key={"pk": {"S": "CONFIG#image"}},
-            ConsistentRead=True,
-        )
-        return _item(resp["Item"]) if "Item" in resp else None
+        return self._read(registry.DESIRED_IMAGE_KEY)
 
     # waiting -----------------------------------------------------------------------------
     def wait_for_user(
@@ -687,7 +650,7 @@ class ControlPlane:
         if not digest:
             raise SandboxctlError(f"registry entry for {uid!r} has no user_digest")
         bucket = self.output("DataBucketName")
-        key = f"users/{digest}/{name}"
+        key = naming.user_prefix(str(digest)) + name
         s3 = self.client("s3")
         # Managed transfer: multipart for large files, streamed from disk.
         s3.upload_file(str(path), bucket, key, Callback=progress)

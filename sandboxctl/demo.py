@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 from botocore.exceptions import ClientError
+from fleet import naming
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -385,7 +386,7 @@ class Demo:
         for user in self.users:
             (self.output_dir / f"{user.label.lower()}-{user.dataset}").write_bytes(user.csv)
             self.api(user).upload(user.dataset, user.csv, "text/csv")
-            key = f"users/{user.digest}/{user.dataset}"
+            key = naming.user_prefix(user.digest) + user.dataset
             head = self.cp.client("s3").head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] != len(user.csv):
                 raise DemoCheckFailed(f"{key} has {head['ContentLength']} bytes")
@@ -450,7 +451,8 @@ class Demo:
         session = self.cloud.session_for_role(role_arn, "stolen-credentials")
         s3 = session.client("s3", endpoint_url=self.cloud.endpoint)
         lam = session.client("lambda", endpoint_url=self.cloud.endpoint)
-        a_key, b_key = f"users/{a.digest}/{a.dataset}", f"users/{b.digest}/{b.dataset}"
+        a_key = naming.user_prefix(a.digest) + a.dataset
+        b_key = naming.user_prefix(b.digest) + b.dataset
         # Control: the credentials are live and reach A's own data, so denials below are IAM's.
         own = s3.get_object(Bucket=bucket, Key=a_key)["Body"].read()
         if own != a.csv:
@@ -460,7 +462,7 @@ class Demo:
             (f"read  s3://{bucket}/{b_key}", lambda: s3.get_object(Bucket=bucket, Key=b_key)),
             (
                 f"list  s3://{bucket}/users/{b.digest}/",
-                lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"users/{b.digest}/"),
+                lambda: s3.list_objects_v2(Bucket=bucket, Prefix=naming.user_prefix(b.digest)),
             ),
             (
                 f"write s3://{bucket}/{b_key}",

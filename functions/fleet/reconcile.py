@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from boto3.dynamodb.types import TypeDeserializer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from fleet import naming
+from fleet import naming, registry
 from fleet.models import DELETING, FAILED, PROVISIONING, READY, iso_utc
 
 RECONCILE_PREFIX = "reconcile"
-ACTIVE_STATUSES = (PROVISIONING, READY, FAILED, DELETING)
 # A FAILED user is retried after 15 min, 30 min, 1 h, ... at most daily, at most 8 times.
 RETRY_BASE = timedelta(minutes=15)
 RETRY_CAP = timedelta(hours=24)
@@ -86,33 +84,6 @@ class Inventory:
     rollout_status: str | None
     now: datetime
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    deserializer = TypeDeserializer()
-    return {key: deserializer.deserialize(value) for key, value in item.items()}
-
-
-def iter_registry_users(dynamodb: Any, table_name: str) -> Iterator[dict[str, Any]]:
-    """Every user not yet DELETED, one ByStatus query per status, paginated."""
-    paginator = dynamodb.get_paginator("query")
-    for status in ACTIVE_STATUSES:
-        pages = paginator.paginate(
-            TableName=table_name,
-            IndexName="ByStatus",
-            KeyConditionExpression="#status = :status AND begins_with(pk, :user)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":status": {"S": status}, ":user": {"S": "USER#"}},
-        )
-        for page in pages:
-            for item in page.get("Items", []):
-                yield _plain(item)
-
-
-def read_item(dynamodb: Any, table_name: str, pk: str) -> dict[str, Any] | None:
-    response = dynamodb.get_item(TableName=table_name, Key={"pk": {"S": pk}}, ConsistentRead=True)
-    item = response.get("Item")
-    return _plain(item) if item else None
 
 
 def list_user_stacks(cloudformation: Any, stage: str) -> dict[str, str]:
@@ -286,14 +257,16 @@ def take_inventory(
     list_firebase_users: Callable[[], Iterable[Any]] | None,
 ) -> Inventory:
     """Read the desired image, its rollout, every user, every user stack and Firebase."""
-    desired = read_item(dynamodb, table_name, "CONFIG#image")
+    desired = registry.read_item(dynamodb, table_name, registry.DESIRED_IMAGE_KEY)
     rollout = (
-        read_item(dynamodb, table_name, f"ROLLOUT#{desired['rollout_id']}")
+        registry.read_item(
+            dynamodb, table_name, f"{registry.ROLLOUT_PREFIX}{desired['rollout_id']}"
+        )
         if desired and desired.get("rollout_id")
         else None
     )
     return Inventory(
-        users=list(iter_registry_users(dynamodb, table_name)),
+        users=list(registry.iter_users(dynamodb, table_name)),
         stacks=list_user_stacks(cloudformation, stage),
         firebase=firebase_users(list_firebase_users) if list_firebase_users else None,
         desired=desired,

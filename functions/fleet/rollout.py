@@ -9,13 +9,11 @@ canary passed, so users who became READY in between are still included.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from boto3.dynamodb.types import TypeDeserializer
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet import naming
+from fleet import naming, registry
 from fleet.errors import FleetError
 from fleet.models import READY
 
@@ -58,22 +56,6 @@ class ManifestResult(BaseModel):
 
 def manifest_key(rollout_id: str, wave: str) -> str:
     return f"{MANIFEST_PREFIX}/{rollout_id}/{wave}.json"
-
-
-def iter_ready_users(dynamodb: Any, table_name: str) -> Iterator[dict[str, Any]]:
-    """Every READY user item, through the ByStatus index, page by page (never a Scan)."""
-    deserializer = TypeDeserializer()
-    paginator = dynamodb.get_paginator("query")
-    pages = paginator.paginate(
-        TableName=table_name,
-        IndexName="ByStatus",
-        KeyConditionExpression="#status = :ready AND begins_with(pk, :user)",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={":ready": {"S": READY}, ":user": {"S": "USER#"}},
-    )
-    for page in pages:
-        for item in page.get("Items", []):
-            yield {key: deserializer.deserialize(value) for key, value in item.items()}
 
 
 def entry_for(item: dict[str, Any], stage: str) -> ManifestEntry:
@@ -123,7 +105,7 @@ def write_manifest(
     canary_size: int,
 ) -> ManifestResult:
     """Query the READY users, pick the wave's share, write it as a JSON array, say where."""
-    items = list(iter_ready_users(dynamodb, table_name))
+    items = list(registry.iter_users(dynamodb, table_name, (READY,)))
     if request.wave == "canary":
         chosen = choose_canary(items, canary_size)
     else:

@@ -12,7 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
-from fleet import signing
+from fleet import naming, signing
 from moto import mock_aws
 from rich.console import Console
 
@@ -51,7 +51,7 @@ class Cloud:
         return boto3.client(service, region_name=REGION)
 
     def put_user(self, uid: str, status: str = "READY", **attrs: Any) -> dict[str, Any]:
-        digest = attrs.pop("user_digest", f"d{abs(hash(uid)) % 10**25:025d}"[:26])
+        digest = attrs.pop("user_digest", naming.user_digest(uid))
         item = {
             "pk": f"USER#{uid}",
             "uid": uid,
