@@ -405,6 +405,68 @@ def _readable_by_all(path: Path) -> bool:
         return False
 
 
+@dataclass
+class _RunStreams:
+    """What a run writes: stdout and stderr (capped) and its result message (bounded)."""
+
+    out_r: int
+    err_r: int
+    res_r: int
+    stdout: OutputCapture
+    stderr: OutputCapture
+    result_cap: int
+    flood_bytes: int
+    result: bytearray
+
+    @classmethod
+    def open(cls, limits: dict[str, Any], out_r: int, err_r: int, res_r: int) -> _RunStreams:
+        return cls(
+            out_r=out_r,
+            err_r=err_r,
+            res_r=res_r,
+            stdout=OutputCapture(limits["max_output_bytes"]),
+            stderr=OutputCapture(limits["max_output_bytes"]),
+            result_cap=limits["max_result_bytes"]
+            + limits["max_figure_bytes"]
+            + 4 * limits["max_traceback_bytes"]
+            + 65536,
+            flood_bytes=limits["flood_bytes"],
+            result=bytearray(),
+        )
+
+    @property
+    def fds(self) -> tuple[int, int, int]:
+        return (self.out_r, self.err_r, self.res_r)
+
+    def feed(self, fd: int, data: bytes) -> str | None:
+        """Take what `fd` gave; the limit this broke ("result" or "output"), else None."""
+        if fd == self.res_r:
+            self.result += data
+            return "result" if len(self.result) > self.result_cap else None
+        (self.stdout if fd == self.out_r else self.stderr).feed(data)
+        return "output" if self.stdout.total + self.stderr.total > self.flood_bytes else None
+
+    def complete(self) -> bool:
+        return _result_complete(self.result)
+
+    def drain(self) -> None:
+        """Whatever is still in the pipes once the run is stopped (the result stays bounded)."""
+        for fd in self.fds:
+            while data := _read_available(fd):
+                if fd != self.res_r:
+                    (self.stdout if fd == self.out_r else self.stderr).feed(data)
+                elif len(self.result) <= self.result_cap:
+                    self.result += data
+
+    def output_fields(self) -> dict[str, Any]:
+        return {
+            "stdout": self.stdout.text(),
+            "stdout_truncated": self.stdout.truncated,
+            "stderr": self.stderr.text(),
+            "stderr_truncated": self.stderr.truncated,
+        }
+
+
 def _has_exited(pid: int) -> bool:
     """True once `pid` (our child) has exited; it stays unreaped for wait4."""
     try:
@@ -677,20 +739,40 @@ class Executor:
     def _supervise(
         self, pid: int, started: float, limits: dict[str, Any], out_r: int, err_r: int, res_r: int
     ) -> dict[str, Any]:
-        stdout = OutputCapture(limits["max_output_bytes"])
-        stderr = OutputCapture(limits["max_output_bytes"])
-        result = bytearray()
-        result_cap = (
-            limits["max_result_bytes"]
-            + limits["max_figure_bytes"]
-            + 4 * limits["max_traceback_bytes"]
-            + 65536
-        )
-        captures = {out_r: stdout, err_r: stderr}
+        """Watch the run until it ends or breaks a limit, stop what it started, answer."""
+        streams = _RunStreams.open(limits, out_r, err_r, res_r)
+        reason, exited, finished = self._watch(pid, started, limits, streams)
+        if not exited and not finished and reason is None:
+            exited = _has_exited(pid)
+        self._stop_run(pid, exited)
+        run_ms = (time.monotonic() - started) * 1000
+        usage = None
+        wait_status: int | None = None
+        if exited:
+            _, wait_status, usage = os.wait4(pid, 0)  # already a zombie: returns at once
+        streams.drain()
+        envelope, reported = self._classify(reason, wait_status, bytes(streams.result), limits)
+        envelope.update(streams.output_fields())
+        metrics: dict[str, Any] = {"run_ms": round(run_ms, 3)}
+        if usage is not None:
+            metrics["cpu_ms"] = round((usage.ru_utime + usage.ru_stime) * 1000, 3)
+            metrics["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 3)
+        elif reported is not None:
+            metrics.update(reported)
+        envelope["metrics"].update(metrics)
+        return envelope
+
+    def _watch(
+        self, pid: int, started: float, limits: dict[str, Any], streams: _RunStreams
+    ) -> tuple[str | None, bool, bool]:
+        """Read the run's pipes until it exits, sends its result or breaks a limit.
+
+        Returns (the limit it broke or None, whether it exited, whether its result is whole).
+        """
         # Lambda may filter pidfd_open (and Linux < 5.3 lacks it): then poll for the exit.
         pidfd = os.pidfd_open(pid) if self.pidfd else None
         selector = selectors.DefaultSelector()
-        for fd in (out_r, err_r, res_r):
+        for fd in streams.fds:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
         if pidfd is not None:
@@ -705,77 +787,42 @@ class Executor:
                 now = time.monotonic()
                 remaining = deadline - now
                 if remaining <= 0:
-                    reason = "timeout"
-                    break
+                    return "timeout", exited, finished
                 if now >= next_poll:
                     next_poll = now + POLL_S
                     reason = self._over_limit(pid, limits, disk_baseline)
-                    if reason is not None:
-                        break
-                    if pidfd is None and _has_exited(pid):
-                        exited = True
+                    if reason is None and pidfd is None:
+                        exited = _has_exited(pid)
+                    if reason is not None or exited:
                         break
                 wait = min(remaining, max(next_poll - now, 0.0))
-                if pidfd is None:
-                    wait = min(wait, 0.02)
-                for key, _ in selector.select(wait):
-                    fd = key.fd
-                    if fd == pidfd:
+                for key, _ in selector.select(wait if pidfd is not None else min(wait, 0.02)):
+                    if key.fd == pidfd:
                         exited = True
                         continue
-                    data = _read_available(fd)
+                    data = _read_available(key.fd)
                     if data is None:
-                        selector.unregister(fd)
-                    elif fd == res_r:
-                        result += data
-                        if len(result) > result_cap:
-                            reason = "result"
-                        finished = _result_complete(result)
-                    else:
-                        captures[fd].feed(data)
-                        if stdout.total + stderr.total > limits["flood_bytes"]:
-                            reason = "output"
+                        selector.unregister(key.fd)
+                        continue
+                    reason = streams.feed(key.fd, data) or reason
+                    finished = finished or (key.fd == streams.res_r and streams.complete())
         finally:
             selector.close()
             if pidfd is not None:
                 os.close(pidfd)
-        if not exited and not finished and reason is None:
-            exited = _has_exited(pid)
-        # Stop everything the run started, even when it ended on its own (threads, daemons).
-        # What has not exited yet is killed and reaped after the reply: none of it can run
-        # code any more, and waiting for the kernel to tear down its memory would only add
-        # latency to the reply.
+        return reason, exited, finished
+
+    def _stop_run(self, pid: int, exited: bool) -> None:
+        """Stop everything the run started, even when it ended on its own (threads, daemons).
+
+        What has not exited yet is killed and reaped after the reply: none of it can run code
+        any more, and waiting for the kernel to tear down its memory would only add latency.
+        """
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         if not exited:
             os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid cannot have been reused
         self.sweep()
-        run_ms = (time.monotonic() - started) * 1000
-        wait_status: int | None = None
-        usage = None
-        if exited:
-            _, wait_status, usage = os.wait4(pid, 0)  # already a zombie: returns at once
-        for fd in (out_r, err_r, res_r):
-            while data := _read_available(fd):
-                if fd == res_r:
-                    if len(result) <= result_cap:
-                        result += data
-                else:
-                    captures[fd].feed(data)
-
-        envelope, reported = self._classify(reason, wait_status, bytes(result), limits)
-        envelope["stdout"] = stdout.text()
-        envelope["stdout_truncated"] = stdout.truncated
-        envelope["stderr"] = stderr.text()
-        envelope["stderr_truncated"] = stderr.truncated
-        metrics: dict[str, Any] = {"run_ms": round(run_ms, 3)}
-        if usage is not None:
-            metrics["cpu_ms"] = round((usage.ru_utime + usage.ru_stime) * 1000, 3)
-            metrics["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 3)
-        elif reported is not None:
-            metrics.update(reported)
-        envelope["metrics"].update(metrics)
-        return envelope
 
     def _run_pids(self, pid: int) -> list[int]:
         if self.dedicated_uid:
