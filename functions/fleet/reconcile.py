@@ -124,6 +124,38 @@ def _stuck(user: dict[str, Any], now: datetime) -> bool:
     return last is not None and now - last >= STUCK_AFTER
 
 
+# An action, its reason, and whether it carries the user's email (for a new signup event).
+Decision = tuple[Action, str, bool]
+
+
+def _decide(
+    user: dict[str, Any], uid: str, status: str, stack_name: str, inventory: Inventory
+) -> Decision | str | None:
+    """What one registry user needs: an action, a finding only reported (a str), or nothing."""
+    if status == DELETING:
+        if _stuck(user, inventory.now):
+            return "deprovision", "deletion unfinished for over an hour", False
+        return None
+    if inventory.firebase is not None and uid not in inventory.firebase:
+        return "deprovision", "user no longer exists in Firebase", False
+    if status == FAILED:
+        if retry_due(user, inventory.now):
+            return "retry", f"FAILED: {user.get('last_error') or 'no reason'}", True
+        return None
+    if status == PROVISIONING:
+        if _stuck(user, inventory.now) and stack_name not in inventory.stacks:
+            return f"{uid!r} PROVISIONING for over an hour without a stack"
+        return None
+    if status != READY:
+        return None
+    stack_status = inventory.stacks.get(stack_name)
+    if stack_status is None:
+        return "repair", "READY but its stack is gone", True
+    if stack_status.endswith("_FAILED") or stack_status == "ROLLBACK_COMPLETE":
+        return f"{uid!r} stack {stack_name} is {stack_status}"
+    return "check_image", "READY: compare image digests", False
+
+
 def plan(
     inventory: Inventory, stage: str, reconcile_id: str
 ) -> tuple[list[PlannedAction], dict[str, Any]]:
@@ -166,38 +198,12 @@ def plan(
         stack_name = names["stack_name"] or naming.resource_name(stage, digest)
         known_stacks.add(stack_name)
         email = user.get("email") if isinstance(user.get("email"), str) else None
-        gone_from_firebase = inventory.firebase is not None and uid not in inventory.firebase
-
-        if status == DELETING:
-            if _stuck(user, inventory.now):
-                add("deprovision", uid, digest, "deletion unfinished for over an hour", **names)
-            continue
-        if gone_from_firebase:
-            add("deprovision", uid, digest, "user no longer exists in Firebase", **names)
-            continue
-        if status == FAILED:
-            if retry_due(user, inventory.now):
-                add(
-                    "retry",
-                    uid,
-                    digest,
-                    f"FAILED: {user.get('last_error') or 'no reason'}",
-                    email,
-                    **names,
-                )
-            continue
-        if status == PROVISIONING:
-            if _stuck(user, inventory.now) and stack_name not in inventory.stacks:
-                stuck.append(f"{uid!r} PROVISIONING for over an hour without a stack")
-            continue
-        if status == READY:
-            stack_status = inventory.stacks.get(stack_name)
-            if stack_status is None:
-                add("repair", uid, digest, "READY but its stack is gone", email, **names)
-            elif stack_status.endswith("_FAILED") or stack_status == "ROLLBACK_COMPLETE":
-                stuck.append(f"{uid!r} stack {stack_name} is {stack_status}")
-            else:
-                add("check_image", uid, digest, "READY: compare image digests", **names)
+        decision = _decide(user, uid, status, stack_name, inventory)
+        if isinstance(decision, str):
+            stuck.append(decision)
+        elif decision is not None:
+            action, reason, with_email = decision
+            add(action, uid, digest, reason, email if with_email else None, **names)
 
     if inventory.firebase is not None:
         for uid, email in sorted(inventory.firebase.items()):
