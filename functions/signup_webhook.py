@@ -8,8 +8,6 @@ idempotency table and the bus, once per `event_id`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import os
@@ -32,10 +30,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parser import ValidationError, parse
-from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventV2Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from fleet import naming, signing
+from fleet import http, naming, signing
 from fleet.errors import (
     ConfigurationError,
     EmitFailed,
@@ -80,27 +76,12 @@ class Dependencies:
     now: Callable[[], float] = field(default=time.time)
 
 
-def response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict:
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json", **(headers or {})},
-        "body": json.dumps(body),
-    }
-
-
 def read_secret_pair(provider: SecretsProvider, secret_arn: str) -> list[str]:
     """`{"current": ..., "previous": ...}` -> the keys a valid signature may use."""
     value = provider.get(secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
     if not isinstance(value, dict) or not value.get("current"):
         raise ConfigurationError("the webhook secret must be JSON with a non-empty 'current'")
     return [str(value["current"])] + ([str(value["previous"])] if value.get("previous") else [])
-
-
-def _body_bytes(event: APIGatewayProxyEventV2Model) -> bytes:
-    raw = event.body if isinstance(event.body, str) else ""
-    if event.isBase64Encoded:
-        return base64.b64decode(raw, validate=True)
-    return raw.encode("utf-8")
 
 
 def _event_detail(notice: UserCreatedNotice | UserDeletedNotice) -> tuple[str, dict[str, Any]]:
@@ -145,13 +126,33 @@ def handle(
 ) -> dict[str, Any]:
     """Validate, then emit once per event_id. Every rejection returns before any write."""
     try:
-        event = parse(event=raw_event, model=APIGatewayProxyEventV2Model)
-        body = _body_bytes(event)
-    except (ValidationError, ValueError, binascii.Error):
-        return response(400, {"message": "not an HTTP API request"})
-    if len(body) > MAX_BODY_BYTES:
-        return response(413, {"message": f"body larger than {MAX_BODY_BYTES} bytes"})
+        notice = _verified_notice(raw_event, deps)
+        _check_with_firebase(notice, deps.user_directory)
+        detail_type, detail = _event_detail(notice)
+        _publish_once(detail_type, detail, deps, context)
+    except http.HttpError as error:
+        return error.to_response()
+    metrics.add_metric(name=detail_type, unit=MetricUnit.Count, value=1)
+    logger.info(
+        "notice accepted", extra={"detail_type": detail_type, "user_digest": detail["user_digest"]}
+    )
+    return http.response(
+        202,
+        {
+            "status": "accepted",
+            "event_id": notice.event_id,
+            "detail_type": detail_type,
+            "user_digest": detail["user_digest"],
+        },
+    )
 
+
+def _verified_notice(
+    raw_event: dict[str, Any], deps: Dependencies
+) -> UserCreatedNotice | UserDeletedNotice:
+    """The notice, once the request is HTTP, small enough, signed by us and well formed."""
+    event = http.parse_event(raw_event)
+    body = http.body_bytes(event, MAX_BODY_BYTES)
     headers = {k.lower(): v for k, v in event.headers.items()}
     try:
         signing.verify(
@@ -164,33 +165,27 @@ def handle(
     except signing.SignatureError as error:
         logger.warning("webhook signature rejected", extra={"reason": type(error).__name__})
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
-        return response(401, {"message": str(error)})
+        raise http.HttpError(401, str(error)) from None
+    return http.validate_body(body, _notice_adapter.validate_python, "invalid notice")
 
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return response(400, {"message": "body is not JSON"})
-    if not isinstance(payload, dict):
-        return response(400, {"message": "body must be a JSON object"})
-    try:
-        notice = _notice_adapter.validate_python(payload)
-    except ValidationError as error:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
-            for e in error.errors(include_input=False, include_url=False)
-        ]
-        return response(422, {"message": "invalid notice", "errors": problems})
 
+def _check_with_firebase(
+    notice: UserCreatedNotice | UserDeletedNotice, directory: Callable[[], UserDirectory | None]
+) -> None:
     try:
-        check_firebase(notice, deps.user_directory)
+        check_firebase(notice, directory)
     except FirebaseUserStillExists as error:
         logger.warning("notice contradicts Firebase", extra={"reason": type(error).__name__})
-        return response(422, {"message": str(error)})
+        raise http.HttpError(422, str(error)) from None
     except FirebaseUnavailable:
         logger.exception("Firebase lookup failed")
-        return response(503, {"message": "Firebase could not be asked; retry later"})
+        raise http.HttpError(503, "Firebase could not be asked; retry later") from None
 
-    detail_type, detail = _event_detail(notice)
+
+def _publish_once(
+    detail_type: str, detail: dict[str, Any], deps: Dependencies, context: LambdaContext | None
+) -> None:
+    """Emit the event once per event_id (Powertools idempotency, keyed on the notice)."""
     config = IdempotencyConfig(
         event_key_jmespath="detail.event_id",
         payload_validation_jmespath="[detail_type, detail.uid]",
@@ -209,26 +204,12 @@ def handle(
     try:
         publish(notice={"detail_type": detail_type, "detail": detail})
     except IdempotencyValidationError:
-        return response(409, {"message": "event_id was already used for a different notice"})
+        raise http.HttpError(409, "event_id was already used for a different notice") from None
     except IdempotencyAlreadyInProgressError:
-        return response(409, {"message": "this event is being processed"}, {"retry-after": "2"})
+        raise http.HttpError(409, "this event is being processed", {"retry-after": "2"}) from None
     except EmitFailed:
         logger.exception("could not emit")
-        return response(503, {"message": "could not record the notice; retry later"})
-
-    metrics.add_metric(name=detail_type, unit=MetricUnit.Count, value=1)
-    logger.info(
-        "notice accepted", extra={"detail_type": detail_type, "user_digest": detail["user_digest"]}
-    )
-    return response(
-        202,
-        {
-            "status": "accepted",
-            "event_id": notice.event_id,
-            "detail_type": detail_type,
-            "user_digest": detail["user_digest"],
-        },
-    )
+        raise http.HttpError(503, "could not record the notice; retry later") from None
 
 
 def check_firebase(
@@ -283,4 +264,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return handle(event, _dependencies(), context)
     except ConfigurationError:
         logger.exception("misconfigured")
-        return response(500, {"message": "the webhook is misconfigured"})
+        return http.response(500, {"message": "the webhook is misconfigured"})

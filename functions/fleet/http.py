@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 from fleet import naming
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class HttpError(Exception):
@@ -65,6 +67,14 @@ def body_bytes(event: APIGatewayProxyEventV2Model, max_bytes: int) -> bytes:
 
 def parse_body(data: bytes, model: type[M]) -> M:
     """JSON object -> model; 400 when not JSON, 422 with the failing fields when invalid."""
+    return validate_body(data, model.model_validate)
+
+
+def validate_body(
+    data: bytes, validate: Callable[[dict[str, Any]], T], invalid: str = "invalid request"
+) -> T:
+    """JSON object -> `validate(object)`; 400 when not JSON, 422 (`invalid`, with the failing
+    fields) when `validate` raises pydantic's ValidationError."""
     try:
         payload = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -72,13 +82,13 @@ def parse_body(data: bytes, model: type[M]) -> M:
     if not isinstance(payload, dict):
         raise HttpError(400, "the body must be a JSON object")
     try:
-        return model.model_validate(payload)
+        return validate(payload)
     except ValidationError as error:
         details = [
             {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
             for e in error.errors(include_input=False, include_url=False)
         ]
-        raise HttpError(422, "invalid request", details=details) from None
+        raise HttpError(422, invalid, details=details) from None
 
 
 def caller_uid(event: APIGatewayProxyEventV2Model) -> str:
