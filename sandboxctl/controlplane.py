@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from fleet import models, naming, registry, signing
 from pydantic import BaseModel, ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 DEFAULT_STACK = "sandbox-fleet-dev"
 DEFAULT_REGION = "us-east-1"
@@ -60,6 +63,9 @@ ROLLOUT_FINAL = {"COMPLETED", "HALTED", "SUPERSEDED"}
 # ECR's own tag rule.
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MAX_DATASET_NAME = 512
+WEBHOOK_PATH = "/hooks/firebase"
+# API Gateway gives an integration 30 s; a little more so the gateway's own 503 arrives first.
+WEBHOOK_TIMEOUT_S = 35.0
 # The sandbox can run for up to Lambda's 15 minutes; a shorter read timeout would retry the run.
 INVOKE_READ_TIMEOUT_S = 910
 
@@ -279,45 +285,6 @@ def checked_notice(model: type[BaseModel], notice: dict[str, Any]) -> dict[str, 
     return notice
 
 
-def webhook_event(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) proxy event for `POST /hooks/firebase`."""
-    now = datetime.now(UTC)
-    request_id = str(uuid.uuid4())
-    return {
-        "version": "2.0",
-        "routeKey": "POST /hooks/firebase",
-        "rawPath": "/hooks/firebase",
-        "rawQueryString": "",
-        # HTTP APIs deliver header names in lowercase.
-        "headers": {
-            "content-type": "application/json",
-            "content-length": str(len(body)),
-            "user-agent": "sandboxctl",
-            **headers,
-        },
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "sandboxctl",
-            "domainName": "sandboxctl.local",
-            "domainPrefix": "sandboxctl",
-            "http": {
-                "method": "POST",
-                "path": "/hooks/firebase",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "sandboxctl",
-            },
-            "requestId": request_id,
-            "routeKey": "POST /hooks/firebase",
-            "stage": "$default",
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        },
-        "body": body.decode("utf-8"),
-        "isBase64Encoded": False,
-    }
-
-
 def console_url(region: str, arn: str, kind: str = "execution") -> str:
     """The Step Functions console page for an execution or state machine ARN."""
     base = f"https://{region}.console.aws.amazon.com/states/home?region={region}#"
@@ -334,9 +301,12 @@ class ControlPlane:
         target: Target,
         client_factory: Callable[[str], Any] | None = None,
         outputs: dict[str, str] | None = None,
+        http: Any | None = None,
     ) -> None:
         self.target = target
         self._factory = client_factory or self._boto_client
+        # What posts to the HTTP API (a requests.Session); by default one that retries.
+        self._http = http
         self._clients: dict[str, Any] = {}
         self._outputs = dict(outputs) if outputs is not None else None
         self._session: boto3.Session | None = None
@@ -567,36 +537,46 @@ class ControlPlane:
         return str(current)
 
     def call_webhook(self, notice: dict[str, Any]) -> dict[str, Any]:
-        """Invoke the signup webhook function with what API Gateway would hand it.
+        """POST the notice to the HTTP API's `/hooks/firebase`, as the Firebase function does.
 
-        The body is signed exactly as the Firebase function signs it (`fleet.signing`), and the
-        request is an HTTP API (payload v2) proxy event for `POST /hooks/firebase`.
+        The body is serialised and signed exactly as firebase/main.py signs it (`fleet.signing`),
+        so the request takes the public path a real signup takes. A 429 or 5xx is retried with
+        backoff (the webhook is idempotent on the notice's event_id).
         """
         body = webhook_body(notice)
-        headers = {k.lower(): v for k, v in signing.sign(self.webhook_secret(), body).items()}
-        event = webhook_event(body, headers)
-        function = self.output("SignupWebhookFunctionName")
-        resp = self.client("lambda").invoke(
-            FunctionName=function,
-            InvocationType="RequestResponse",
-            Payload=json.dumps(event).encode(),
-        )
-        raw = resp["Payload"].read()
-        if resp.get("FunctionError"):
-            raise SandboxctlError(f"{function} failed ({resp['FunctionError']}): {raw[:300]!r}")
+        headers = {"content-type": "application/json", **signing.sign(self.webhook_secret(), body)}
+        url = self.api_url() + WEBHOOK_PATH
         try:
-            answer = json.loads(raw)
-            status_code = int(answer["statusCode"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SandboxctlError(f"{function} gave no HTTP response: {raw[:300]!r}") from exc
-        text = answer.get("body") or ""
-        if not 200 <= status_code < 300:
-            raise SandboxctlError(f"the webhook refused the request: HTTP {status_code} {text}")
+            reply = self._http_session().post(
+                url, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT_S
+            )
+        except requests.RequestException as exc:
+            raise SandboxctlError(f"could not reach the webhook at {url}: {exc}") from exc
+        if not 200 <= reply.status_code < 300:
+            raise SandboxctlError(
+                f"the webhook refused the request: HTTP {reply.status_code} {reply.text}"
+            )
         try:
-            parsed = json.loads(text) if text else None
+            parsed = reply.json() if reply.text else None
         except ValueError:
-            parsed = text
-        return {"status_code": status_code, "response": parsed, "sent": notice}
+            parsed = reply.text
+        return {"status_code": reply.status_code, "response": parsed, "sent": notice}
+
+    def _http_session(self) -> Any:
+        if self._http is None:
+            retry = Retry(
+                total=4,
+                backoff_factor=0.5,
+                status_forcelist=(429, 500, 502, 503, 504),
+                allowed_methods=frozenset({"POST"}),
+                respect_retry_after_header=True,
+                raise_on_status=False,
+            )
+            session = requests.Session()
+            session.mount("https://", HTTPAdapter(max_retries=retry))
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+            self._http = session
+        return self._http
 
     def signup(self, uid: str, email: str | None = None) -> dict[str, Any]:
         """Report a new Firebase user, as the `before_user_created` function does."""

@@ -14,16 +14,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 from fleet import naming, signing
 from fleet.models import iso_utc
 
-from sandboxctl.controlplane import ControlPlane, webhook_event
+from sandboxctl.controlplane import ControlPlane
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile
 from sandboxctl.localcloud.server import LocalCloud
 from tests.integration.localcloud_support import ensure_desired_image
 from tests.integration.localcloud_support import wait_for_value as wait_for
+from tests.unit.control_plane_helpers import http_event
 
 pytestmark = pytest.mark.integration
 
@@ -121,12 +123,14 @@ class Plane:
         return wait_for(probe, 180, f"{count} {machine_output} executions for {uid}")
 
     def webhook(self, body: bytes, headers: dict[str, str]) -> int:
-        event = webhook_event(body, {k.lower(): v for k, v in headers.items()})
-        response = self.lam.invoke(
-            FunctionName=self.out["SignupWebhookFunctionName"], Payload=json.dumps(event).encode()
+        """POST to the local HTTP API's /hooks/firebase, as the Firebase function does."""
+        reply = requests.post(
+            self.cp.api_url() + "/hooks/firebase",
+            data=body,
+            headers={"content-type": "application/json", **headers},
+            timeout=60,
         )
-        assert "FunctionError" not in response, response["Payload"].read()
-        return int(json.loads(response["Payload"].read())["statusCode"])
+        return reply.status_code
 
 
 @pytest.fixture(scope="module")
@@ -345,9 +349,7 @@ def test_every_rejected_webhook_request_leaves_no_trace(plane: Plane) -> None:
 
 # ---------------------------------------------------------------------- run API and isolation
 def api_event(route: str, uid: str, body: dict[str, Any]) -> dict[str, Any]:
-    event = webhook_event(json.dumps(body).encode(), {})
-    event["routeKey"] = event["requestContext"]["routeKey"] = route
-    event["rawPath"] = event["requestContext"]["http"]["path"] = route.split(" ")[1]
+    event = http_event(json.dumps(body), {}, route)
     event["requestContext"]["authorizer"] = {
         "jwt": {"claims": {"sub": uid, "aud": "demo", "iss": "x"}, "scopes": None}
     }

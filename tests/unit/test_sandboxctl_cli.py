@@ -6,7 +6,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class Cloud:
     outputs: dict[str, str]
     lambda_calls: list[dict[str, Any]]
     lambda_answers: list[Any]
+    webhook_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION)
@@ -87,6 +88,36 @@ class FakeLambda:
         if isinstance(answer, dict) and "errorMessage" in answer:
             resp["FunctionError"] = "Unhandled"
         return resp
+
+
+@dataclass
+class FakeReply:
+    status_code: int
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class FakeWebhookHttp:
+    """Stands in for the HTTP API in front of the webhook function: records each POST and
+    answers with the function's HTTP response the test queued (in `lambda_answers`)."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+
+    def post(self, url: str, data: bytes, headers: dict[str, str], timeout: float) -> FakeReply:
+        request = {
+            "url": url,
+            "headers": {k.lower(): v for k, v in headers.items()},
+            "body": data.decode(),
+            "timeout": timeout,
+        }
+        self.cloud.webhook_calls.append(request)
+        answer = self.cloud.lambda_answers.pop(0)
+        if callable(answer):
+            answer = answer(request)
+        return FakeReply(int(answer["statusCode"]), answer.get("body") or "")
 
 
 @pytest.fixture
@@ -201,7 +232,7 @@ def fake_lambda(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Cloud:
         def client(service: str) -> Any:
             return FakeLambda(cloud) if service == "lambda" else cloud.client(service)
 
-        return ControlPlane(target, client_factory=client)
+        return ControlPlane(target, client_factory=client, http=FakeWebhookHttp(cloud))
 
     monkeypatch.setattr(cli, "ControlPlane", factory)
     return cloud
@@ -430,12 +461,12 @@ def test_run_reports_a_crashed_function(fake_lambda: Cloud) -> None:
 
 
 # ---------------------------------------------------------------------------- signup
-def test_signup_sends_a_signed_http_api_event(fake_lambda: Cloud) -> None:
-    def webhook(event: dict[str, Any]) -> dict[str, Any]:
-        headers = event["headers"]
+def test_signup_posts_a_signed_notice_to_the_http_api(fake_lambda: Cloud) -> None:
+    def webhook(request: dict[str, Any]) -> dict[str, Any]:
+        headers = request["headers"]
         signing.verify(
             [SECRET],
-            event["body"].encode(),
+            request["body"].encode(),
             headers[signing.TIMESTAMP_HEADER.lower()],
             headers[signing.SIGNATURE_HEADER.lower()],
         )
@@ -444,12 +475,11 @@ def test_signup_sends_a_signed_http_api_event(fake_lambda: Cloud) -> None:
     fake_lambda.lambda_answers.append(webhook)
     res = run_cli("signup", "ålice/../x", "--email", "a@example.com", "--json")
     assert res.code == 0, res.err
-    call = fake_lambda.lambda_calls[0]
-    assert call["FunctionName"] == "signup-webhook"
-    event = call["Payload"]
-    assert event["requestContext"]["http"]["method"] == "POST"
-    assert event["rawPath"] == "/hooks/firebase" and event["version"] == "2.0"
-    body = json.loads(event["body"])
+    [request] = fake_lambda.webhook_calls
+    assert request["url"] == "https://api.example.com/hooks/firebase"
+    assert request["headers"]["content-type"] == "application/json"
+    assert fake_lambda.lambda_calls == []  # the public path, not a direct invoke
+    body = json.loads(request["body"])
     assert (
         set(body) == {"type", "uid", "email", "event_id", "created_at"}
         and body["type"] == "user.created"
@@ -471,7 +501,7 @@ def test_signup_reports_a_refusal(fake_lambda: Cloud) -> None:
 
 def test_signup_rejects_a_bad_email_before_sending(fake_lambda: Cloud) -> None:
     res = run_cli("signup", "eve", "--email", "not-an-email")
-    assert res.code == 2 and fake_lambda.lambda_calls == []
+    assert res.code == 2 and fake_lambda.webhook_calls == []
     assert res.err.startswith("sandboxctl: error: invalid email:")
 
 
@@ -540,11 +570,11 @@ def test_wait_fails_fast_when_the_owning_workflow_ended(fake_lambda: Cloud) -> N
 
 
 def test_signup_without_the_webhook_says_what_is_missing(cloud: Cloud) -> None:
-    outputs = {k: v for k, v in cloud.outputs.items() if k != "SignupWebhookFunctionName"}
+    outputs = {k: v for k, v in cloud.outputs.items() if k != "HttpApiUrl"}
     create_stack(outputs, name="partial")
     res = run_cli("signup", "hank", "--stack", "partial")
     assert res.code == 1
-    assert "stack partial has no output SignupWebhookFunctionName" in res.err
+    assert "stack partial has no output HttpApiUrl" in res.err
 
 
 def test_delete_user_sends_a_signed_deletion(fake_lambda: Cloud) -> None:
@@ -552,7 +582,7 @@ def test_delete_user_sends_a_signed_deletion(fake_lambda: Cloud) -> None:
     fake_lambda.lambda_answers.append({"statusCode": 202, "body": ""})
     res = run_cli("delete-user", "ivy", "--json")
     assert res.code == 0, res.err
-    body = json.loads(fake_lambda.lambda_calls[0]["Payload"]["body"])
+    body = json.loads(fake_lambda.webhook_calls[0]["body"])
     assert body["uid"] == "ivy" and body["type"] == "user.deleted"
 
 
@@ -562,7 +592,7 @@ def test_delete_user_of_an_unknown_uid_is_refused_and_writes_nothing(fake_lambda
     res = run_cli("delete-user", "nobody-knows-me", "--json")
     assert res.code == 1
     assert "no user 'nobody-knows-me' in the registry" in res.err
-    assert fake_lambda.lambda_calls == []  # the webhook was never called
+    assert fake_lambda.webhook_calls == []  # the webhook was never called
     assert fake_lambda.client("dynamodb").scan(TableName=table)["Items"] == before
 
 
