@@ -16,6 +16,7 @@ import pytest
 from fleet import naming
 from moto import mock_aws
 
+from sandboxctl.localcloud.fixes import _hooks, sfn_item_batcher, sfn_result_writer_input
 from tests.unit import sfn_harness
 from tests.unit.control_plane_helpers import capture_bus, create_registry_table, drain, sample_event
 
@@ -36,6 +37,7 @@ VALUES = {
     "SecurityGroupIds": "",
     "S3VpcEndpointId": "",
     "DeletedUserData": "retain",
+    "ManifestBucketName": "manifests",
     "ConfirmUserFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:confirm-user",
     "LiveImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sandbox:live",
     "LambdaSharedRps": "15",
@@ -159,19 +161,35 @@ class Cloud:
 
 @pytest.fixture
 def cloud() -> Iterator[Cloud]:
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        dynamodb = boto3.client("dynamodb")
-        create_registry_table(dynamodb, TABLE)
-        sqs = boto3.client("sqs")
-        queue = capture_bus(boto3.client("events"), sqs, BUS)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        sfn = boto3.client("stepfunctions")
-        machines = {}
-        for name in MACHINES:
-            machines[name] = sfn_harness.create(sfn, name, VALUES)
-        yield Cloud(sfn, dynamodb, s3, sqs, queue, boto3.client("cloudformation"), machines)
+    # DeprovisionUser's retain path is a batched Distributed Map writing its results to S3:
+    # moto's grammar has no ItemBatcher and it evaluates ResultWriter paths against the wrong
+    # input, so the local cloud's two fixes for those apply here too; given back afterwards,
+    # so later mock_aws tests see moto as shipped.
+    _hooks.remember_moto()
+    for fix in (sfn_item_batcher, sfn_result_writer_input):
+        fix.check()
+        fix.apply()
+    try:
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+            yield from _cloud()
+    finally:
+        _hooks.unpatch_all()
+
+
+def _cloud() -> Iterator[Cloud]:
+    dynamodb = boto3.client("dynamodb")
+    create_registry_table(dynamodb, TABLE)
+    sqs = boto3.client("sqs")
+    queue = capture_bus(boto3.client("events"), sqs, BUS)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3.create_bucket(Bucket=VALUES["ManifestBucketName"])
+    sfn = boto3.client("stepfunctions")
+    machines = {}
+    for name in MACHINES:
+        machines[name] = sfn_harness.create(sfn, name, VALUES)
+    yield Cloud(sfn, dynamodb, s3, sqs, queue, boto3.client("cloudformation"), machines)
 
 
 def signup(uid: str, created_at: str = "2026-01-31T12:00:00.000Z", email: Any = "u@example.com"):
@@ -304,6 +322,33 @@ def test_deletion_tombstones_tags_only_that_users_data_and_announces_it(cloud: C
     [event] = cloud.emitted()
     assert event["detail-type"] == "UserSandboxDeleted"
     assert event["detail"]["data_handling"] == "retain"
+
+
+def test_a_large_prefix_is_retained_in_batches_and_the_map_writes_its_results(
+    cloud: Cloud,
+) -> None:
+    cloud.put_user("bulk", status="READY", created_at="2026-01-31T12:00:00.000Z")
+    mine = put_data(cloud, "bulk", 110)  # two batches: 100 keys and 10
+
+    result = sfn_harness.run(cloud.sfn, cloud.machines["deprovision_user"], deletion("bulk"), "b")
+
+    assert result["status"] == "SUCCEEDED"
+    hidden = [key for key in mine if retained_version(cloud, key) is not None]
+    assert len(hidden) == len(mine)
+    assert all(
+        tags(cloud, key, retained_version(cloud, key)) == {"sandbox-fleet:deleted-user": "true"}
+        for key in mine[::11]
+    )
+    children = [
+        e
+        for e in cloud.sfn.get_execution_history(executionArn=result["executionArn"])["events"]
+        if e["type"] == "MapRunStarted"
+    ]
+    assert len(children) == 1  # one Distributed Map run, not one state per object
+    listing = cloud.s3.list_objects_v2(
+        Bucket=VALUES["ManifestBucketName"], Prefix=f"deprovision/{naming.user_digest('bulk')}/"
+    )
+    assert [o["Key"].rsplit("/", 1)[-1] for o in listing.get("Contents", [])] == ["manifest.json"]
 
 
 def test_deletion_removes_the_users_stack(cloud: Cloud) -> None:
