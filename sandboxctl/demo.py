@@ -11,8 +11,7 @@ import io
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,8 @@ import pandas as pd
 from botocore.exceptions import ClientError
 from fleet import naming
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
-from rich.rule import Rule
 from rich.syntax import Syntax
-from rich.table import Table
-from rich.text import Text
 
 from sandboxctl import render
 from sandboxctl.apiclient import ApiClient, ApiError
@@ -37,33 +32,24 @@ from sandboxctl.controlplane import (
     is_access_denied,
     save_figures,
 )
+from sandboxctl.story import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    UNAVAILABLE,
+    NotAvailable,
+    Step,
+    StepFailed,
+    StoryRunner,
+)
 
-PASSED, FAILED, UNAVAILABLE, SKIPPED = "passed", "FAILED", "not available yet", "skipped"
 WAIT_READY_S = 120.0  # deadlines, not expectations: a loaded CI runner is slow
 WAIT_ROLLOUT_S = 120.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return f"{type(exc).__name__}: {text}"
-
-
-class DemoCheckFailed(Exception):
+class DemoCheckFailed(StepFailed):
     """A step did not behave as the demo shows it."""
-
-
-class NotAvailable(Exception):
-    """The control plane has no output for a resource this step needs."""
-
-
-@dataclass
-class StepResult:
-    name: str
-    outcome: str
-    detail: str
-    seconds: float
 
 
 @dataclass
@@ -213,8 +199,11 @@ def check_result(user: DemoUser, envelope: dict[str, Any]) -> None:
             raise DemoCheckFailed(f"{user.label}'s {key} is {got[key]}, pandas here says {value}")
 
 
-class Demo:
-    """Runs the story; each step returns a one-line detail or raises."""
+class Demo(StoryRunner):
+    """The demo's steps (the order is STORY, below); each returns a one-line detail or raises."""
+
+    title = "sandbox-fleet demo"
+    name = "demo"
 
     def __init__(
         self,
@@ -222,68 +211,18 @@ class Demo:
         output_dir: Path,
         cloud_factory: Callable[[], Any] | None = None,
     ) -> None:
-        self.console = console
-        self.output_dir = output_dir
+        super().__init__(console, output_dir)
         self.cloud_factory = cloud_factory
-        self.results: list[StepResult] = []
         self.cp: ControlPlane | None = None
         self.cloud: Any = None
         self.users = demo_users(time.strftime("%H%M%S"))
         self.first_digest: str | None = None
 
-    # ------------------------------------------------------------------ framework
     def needs(self, *outputs: str) -> None:
         assert self.cp is not None
         missing = [o for o in outputs if not self.cp.has(o)]
         if missing:
             raise NotAvailable("the stack has no output " + ", ".join(missing))
-
-    def passed(self, *names: str) -> bool:
-        done = {r.name: r.outcome for r in self.results}
-        return all(done.get(n) == PASSED for n in names)
-
-    def step(self, name: str, fn: Callable[[], str], after: Sequence[str] = ()) -> bool:
-        self.console.print(Rule(f"[bold]{escape(name)}", align="left"))
-        began = time.monotonic()
-        blocked = [n for n in after if not self.passed(n)]
-        if blocked:
-            outcome, detail = SKIPPED, f"needs: {', '.join(blocked)}"
-            # A step behind an unavailable step is itself unavailable, not a failure.
-            done = {r.name: r.outcome for r in self.results}
-            if all(done.get(n) == UNAVAILABLE for n in blocked):
-                outcome = UNAVAILABLE
-        else:
-            try:
-                outcome, detail = PASSED, fn()
-            except NotAvailable as exc:
-                outcome, detail = UNAVAILABLE, str(exc)
-            except DemoCheckFailed as exc:
-                outcome, detail = FAILED, str(exc)
-            except SandboxctlError as exc:
-                outcome, detail = FAILED, str(exc)
-            except ClientError as exc:
-                outcome, detail = FAILED, describe_client_error(exc)
-            except Exception as exc:  # the demo reports every failure in its summary
-                outcome, detail = FAILED, one_line(exc)
-        seconds = time.monotonic() - began
-        self.results.append(StepResult(name, outcome, detail, seconds))
-        style = {PASSED: "green", FAILED: "bold red", UNAVAILABLE: "yellow", SKIPPED: "yellow"}
-        line = Text(f"  → {outcome}", style=style[outcome])
-        line.append(f" ({seconds:.1f}s) {detail}", style="")
-        self.console.print(line)
-        return outcome == PASSED
-
-    @contextmanager
-    def waiting(self, what: str) -> Iterator[Callable[[str, float], None]]:
-        with self.console.status(what) as spinner:
-
-            def tick(status: str, elapsed: float) -> None:
-                spinner.update(f"{what}: {status} ({elapsed:.0f}s)")
-
-            yield tick
-
-    def say(self, text: str) -> None:
-        self.console.print(f"  {text}", markup=False, highlight=False)
 
     # ------------------------------------------------------------------ steps
     def start_cloud(self) -> str:
@@ -544,82 +483,42 @@ class Demo:
     # ------------------------------------------------------------------ story
     def run(self) -> int:
         began = time.monotonic()
-        self.console.print(Rule("[bold]sandbox-fleet demo"))
         try:
-            self.step("Start the local cloud", self.start_cloud)
-            self.step(
-                "CI pushes the first sandbox image",
-                self.first_image,
-                after=["Start the local cloud"],
-            )
-            self.step("Two users sign up", self.signup, after=["CI pushes the first sandbox image"])
-            self.step("Each uploads a CSV", self.upload, after=["Two users sign up"])
-            self.step(
-                "Each runs analytics in their own sandbox",
-                self.analytics,
-                after=["Each uploads a CSV"],
-            )
-            self.step(
-                "A asks the runtime for B's file",
-                self.cross_tenant_request,
-                after=["Each uploads a CSV"],
-            )
-            self.step(
-                "An attacker with A's credentials goes for B's data",
-                self.stolen_credentials,
-                after=["Each uploads a CSV"],
-            )
-            self.step(
-                "A new image rolls out to every function",
-                self.rollout,
-                after=["Each runs analytics in their own sandbox"],
-            )
+            self.tell(STORY)
         finally:
             if self.cloud is not None:
                 self.cloud.stop()
         return self.summary(time.monotonic() - began)
 
-    def write_summary(self, seconds: float, verdict: str) -> None:
-        """summary.json beside the charts: what CI and the end-to-end test read."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "verdict": verdict,
-            "seconds": round(seconds, 2),
-            "steps": [
-                {"name": r.name, "outcome": r.outcome, "detail": r.detail, "seconds": r.seconds}
-                for r in self.results
-            ],
+    def summary_extra(self) -> dict[str, Any]:
+        return {
             "users": [
                 {"label": u.label, "uid": u.uid, "user_digest": u.record.get("user_digest")}
                 for u in self.users
-            ],
+            ]
         }
-        (self.output_dir / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
 
-    def summary(self, seconds: float) -> int:
-        table = Table(title="summary", title_justify="left", header_style="bold")
-        for col in ("step", "outcome", "seconds", "detail"):
-            table.add_column(col, overflow="fold")
-        style = {PASSED: "green", FAILED: "bold red", UNAVAILABLE: "yellow", SKIPPED: "yellow"}
-        for r in self.results:
-            table.add_row(
-                escape(r.name),
-                Text(r.outcome, style=style[r.outcome]),
-                f"{r.seconds:.1f}",
-                escape(render.full(r.detail)),
-            )
-        self.console.print(table)
-        failed = [r for r in self.results if r.outcome in (FAILED, SKIPPED)]
-        unavailable = [r for r in self.results if r.outcome == UNAVAILABLE]
-        passed = len(self.results) - len(failed) - len(unavailable)
-        verdict = "demo FAILED" if failed else "demo passed"
-        self.write_summary(seconds, verdict)
-        self.console.print(
-            f"{verdict}: {passed} passed, {len(unavailable)} not available yet, "
-            f"{len(failed)} failed, in {seconds:.1f}s",
-            style="bold red" if failed else "bold green",
-        )
-        return 1 if failed else 0
+
+# The story, in order: each step and the steps it needs.
+STORY = (
+    Step("Start the local cloud", Demo.start_cloud),
+    Step("CI pushes the first sandbox image", Demo.first_image, ("Start the local cloud",)),
+    Step("Two users sign up", Demo.signup, ("CI pushes the first sandbox image",)),
+    Step("Each uploads a CSV", Demo.upload, ("Two users sign up",)),
+    Step("Each runs analytics in their own sandbox", Demo.analytics, ("Each uploads a CSV",)),
+    Step("A asks the runtime for B's file", Demo.cross_tenant_request, ("Each uploads a CSV",)),
+    Step(
+        "An attacker with A's credentials goes for B's data",
+        Demo.stolen_credentials,
+        ("Each uploads a CSV",),
+    ),
+    Step(
+        "A new image rolls out to every function",
+        Demo.rollout,
+        ("Each runs analytics in their own sandbox",),
+    ),
+)
+__all__ = ["FAILED", "PASSED", "SKIPPED", "STORY", "UNAVAILABLE", "Demo", "DemoCheckFailed"]
 
 
 def run_demo(console: Console, output_dir: Path = Path("demo-output")) -> int:
