@@ -11,8 +11,8 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -314,15 +314,9 @@ class App:
         else:
             self.out.print(renderable)
 
-    @contextmanager
-    def progress(self, what: str) -> Iterator[Callable[[str, float], None]]:
+    def progress(self, what: str) -> AbstractContextManager[Callable[[str, float], None]]:
         """A spinner on stderr while waiting; yields a tick(status, elapsed) callback."""
-        with self.err.status(what) as spinner:
-
-            def tick(status: str, elapsed: float) -> None:
-                spinner.update(f"{what}: {status} ({elapsed:.0f}s)")
-
-            yield tick
+        return render.spinner(self.err, what)
 
 
 def cmd_signup(app: App) -> int:

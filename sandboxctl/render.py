@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,14 @@ def make_console(stderr: bool = False, **kwargs: Any) -> Console:
     if "width" not in kwargs and not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = PIPED_WIDTH
     return console
+
+
+@contextmanager
+def spinner(console: Console, what: str) -> Iterator[Callable[[str, float], None]]:
+    """A spinner while waiting for `what`; yields a tick(status, elapsed) that updates it."""
+    with console.status(what) as status:
+
+        def tick(state: str, elapsed: float) -> None:
+            status.update(f"{what}: {state} ({elapsed:.0f}s)")
+
+        yield tick

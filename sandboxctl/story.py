@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,14 +112,8 @@ class StoryRunner:
         except Exception as exc:  # the story reports every failure in its summary
             return FAILED, one_line(exc)
 
-    @contextmanager
-    def waiting(self, what: str) -> Iterator[Callable[[str, float], None]]:
-        with self.console.status(what) as spinner:
-
-            def tick(status: str, elapsed: float) -> None:
-                spinner.update(f"{what}: {status} ({elapsed:.0f}s)")
-
-            yield tick
+    def waiting(self, what: str) -> AbstractContextManager[Callable[[str, float], None]]:
+        return render.spinner(self.console, what)
 
     def say(self, text: str) -> None:
         self.console.print(f"  {text}", markup=False, highlight=False)
