@@ -8,6 +8,7 @@ an error is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -490,9 +491,23 @@ def cmd_status(app: App) -> int:
     return EXIT_OK if all(c["ok"] for c in checks) else EXIT_FAIL
 
 
+LOCAL_CLOUD_HINT = "install it with: pip install 'sandbox-fleet[localcloud]'"
+
+
+def _local_cloud() -> Any:
+    """The local cloud's server module, or one line saying what to install."""
+    try:
+        server = importlib.import_module("sandboxctl.localcloud.server")
+    except ImportError as exc:
+        raise SandboxctlError(
+            f"the local cloud is not installed ({exc}); {LOCAL_CLOUD_HINT}"
+        ) from exc
+    return server
+
+
 def cmd_local_token(app: App) -> int:
+    running_connections = _local_cloud().running_connections
     from sandboxctl.localcloud.httpapi import TokenIssuer
-    from sandboxctl.localcloud.server import running_connections
 
     a = app.args
     endpoint = getattr(a, "endpoint", None) or os.environ.get("SANDBOXCTL_ENDPOINT")
@@ -528,15 +543,10 @@ def cmd_local_token(app: App) -> int:
 def cmd_local(app: App) -> int:
     if app.args.local_command == "token":
         return cmd_local_token(app)
-    try:
-        from sandboxctl.localcloud.server import serve
-    except ImportError as exc:
-        raise SandboxctlError(f"the local cloud is not available: {exc}") from exc
+    server = _local_cloud()
     a = app.args
-    from sandboxctl.localcloud.server import LocalCloudError
-
     try:
-        serve(
+        server.serve(
             port=a.port,
             faults=a.faults,
             seed=a.seed,
@@ -545,7 +555,7 @@ def cmd_local(app: App) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    except LocalCloudError as exc:
+    except server.LocalCloudError as exc:
         raise SandboxctlError(str(exc)) from exc
     return EXIT_OK
 

@@ -230,7 +230,10 @@ class Demo(StoryRunner):
             try:
                 from sandboxctl.localcloud.server import LocalCloud, require_project
             except ImportError as exc:
-                raise DemoCheckFailed(f"the local cloud cannot be imported: {exc}") from exc
+                raise DemoCheckFailed(
+                    f"the local cloud is not installed ({exc}); "
+                    "install it with: pip install 'sandbox-fleet[localcloud]'"
+                ) from exc
             require_project()
             self.cloud_factory = lambda: LocalCloud(port=0, seed=0)
         with self.waiting("starting the local cloud and deploying template.yaml"):
