@@ -103,3 +103,40 @@ def test_reconcile_repairs_a_deleted_stack_and_a_hand_changed_image(fleet: Fleet
     assert fleet.stack_image(tampered) == fleet.live_uri
     assert fleet.record(tampered)["image_digest"] == desired
     assert fleet.function_digest(fine) == desired
+
+
+def limiter_tat(fleet: Fleet) -> float:
+    item = fleet.ddb.get_item(
+        TableName=fleet.table,
+        Key={"pk": {"S": "LIMITER#lambda-control-plane"}},
+        ConsistentRead=True,
+    ).get("Item", {})
+    return float(item["tat"]["N"]) if "tat" in item else 0.0
+
+
+@pytest.mark.timeout(900)
+def test_a_repair_draws_its_token_from_the_account_wide_limiter(fleet: Fleet) -> None:
+    [tampered] = new_uids("limited", 1)
+    fleet.sign_up([tampered])
+    fleet.wait_status([tampered], {"READY"}, 300)
+    desired = fleet.desired()["image_digest"]["S"]
+    elsewhere = f"hand-made-{secrets.token_hex(3)}"
+    elsewhere_uri = fleet.ecr.create_repository(repositoryName=elsewhere)["repository"][
+        "repositoryUri"
+    ]
+    stray = fleet.push(f"stray-{uuid.uuid4()}", repo=elsewhere)
+    fleet.lam.update_function_code(
+        FunctionName=fleet.names(tampered), ImageUri=f"{elsewhere_uri}@{stray}"
+    )
+    wait_for(
+        lambda: fleet.function_digest(tampered) == stray or None, 60, "the hand-made image change"
+    )
+    # Nothing else draws now (no signup in flight, no rollout): only the repair can move it.
+    before = limiter_tat(fleet)
+
+    run = reconcile(fleet, {})
+
+    assert run["status"] == "SUCCEEDED", run.get("cause")
+    assert json.loads(run["output"])["results"].get("check_image_fixed", 0) >= 1
+    assert fleet.function_digest(tampered) == desired
+    assert limiter_tat(fleet) > before, "the repair's UpdateFunctionCode took no token"

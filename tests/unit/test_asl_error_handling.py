@@ -15,6 +15,7 @@ ASL_FILES lists the workflows written this way; add one when it is.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,17 +56,42 @@ def tasks(name: str, prefix: str) -> list[tuple[str, dict[str, Any], dict[str, A
     ]
 
 
+_DISPATCH = re.compile(r"^\{% \$(\w+) = '([^']*)' %\}$")
+
+
+def _targets(state: dict[str, Any], known: dict[str, str]) -> list[str | None]:
+    """Where a state can go next. A Choice that dispatches on a variable assigned a literal
+    earlier on this path (a shared step's return address, e.g. `$tokenFor = 'stack'`) goes
+    only where that value leads."""
+    rules = state.get("Choices", [])
+    for rule in rules:
+        match = _DISPATCH.match(str(rule.get("Condition", "")))
+        if match and match.group(1) in known:
+            chosen = [
+                r["Next"]
+                for r in rules
+                if (m := _DISPATCH.match(str(r.get("Condition", ""))))
+                and m.group(1) == match.group(1)
+                and m.group(2) == known[match.group(1)]
+            ]
+            return chosen[:1] or [state.get("Default")]
+    return [state.get("Next"), state.get("Default"), *(r["Next"] for r in rules)]
+
+
 def reachable(states: dict[str, Any], start: str, limit: int = 4) -> set[str]:
     """States reachable from ``start`` within ``limit`` transitions (Next, Choices, Default)."""
-    seen, frontier = {start}, {start}
+    seen = {start}
+    frontier: list[tuple[str, dict[str, str]]] = [(start, {})]
     for _ in range(limit):
-        following = set()
-        for name in frontier:
+        following = []
+        for name, known in frontier:
             state = states[name]
-            targets = [state.get("Next"), state.get("Default")]
-            targets += [c["Next"] for c in state.get("Choices", [])]
-            following |= {t for t in targets if t} - seen
-        seen |= following
+            assigned = {k: v for k, v in (state.get("Assign") or {}).items() if isinstance(v, str)}
+            known = {**known, **{k: v for k, v in assigned.items() if "{%" not in v}}
+            for target in _targets(state, known):
+                if target and target not in seen:
+                    following.append((target, known))
+        seen |= {name for name, _ in following}
         frontier = following
     return seen
 
