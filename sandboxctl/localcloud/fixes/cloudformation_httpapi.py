@@ -202,133 +202,115 @@ class _ApiChild:
         return self.child_id
 
 
-class HttpApiStage(_ApiChild, CloudFormationModel):
-    """AWS::ApiGatewayV2::Stage."""
+# How each child resource's CloudFormation properties become the backend call's arguments:
+# (argument, property, default), _REQUIRED for a property the resource must have.
+_REQUIRED = object()
+_Table = tuple[tuple[str, str, Any], ...]
+_ROUTE_ARGS: _Table = (
+    ("api_key_required", "ApiKeyRequired", False),
+    ("authorization_scopes", "AuthorizationScopes", []),
+    ("authorization_type", "AuthorizationType", None),
+    ("authorizer_id", "AuthorizerId", None),
+    ("model_selection_expression", "ModelSelectionExpression", None),
+    ("operation_name", "OperationName", None),
+    ("request_models", "RequestModels", None),
+    ("request_parameters", "RequestParameters", None),
+    ("route_key", "RouteKey", _REQUIRED),
+    ("route_response_selection_expression", "RouteResponseSelectionExpression", None),
+    ("target", "Target", None),
+)
+_INTEGRATION_ARGS: _Table = (
+    ("connection_id", "ConnectionId", None),
+    ("connection_type", "ConnectionType", None),
+    ("content_handling_strategy", "ContentHandlingStrategy", None),
+    ("credentials_arn", "CredentialsArn", None),
+    ("description", "Description", None),
+    ("integration_method", "IntegrationMethod", None),
+    ("integration_type", "IntegrationType", _REQUIRED),
+    ("integration_uri", "IntegrationUri", None),
+    ("passthrough_behavior", "PassthroughBehavior", None),
+    ("payload_format_version", "PayloadFormatVersion", None),
+    ("integration_subtype", "IntegrationSubtype", None),
+    ("request_parameters", "RequestParameters", None),
+    ("request_templates", "RequestTemplates", None),
+    ("response_parameters", "ResponseParameters", None),
+    ("template_selection_expression", "TemplateSelectionExpression", None),
+    ("timeout_in_millis", "TimeoutInMillis", None),
+    ("tls_config", "TlsConfig", None),
+)
+_AUTHORIZER_ARGS: _Table = (
+    ("auth_creds_arn", "AuthorizerCredentialsArn", None),
+    ("auth_payload_format_version", "AuthorizerPayloadFormatVersion", None),
+    ("auth_result_ttl", "AuthorizerResultTtlInSeconds", None),
+    ("authorizer_type", "AuthorizerType", _REQUIRED),
+    ("authorizer_uri", "AuthorizerUri", None),
+    ("enable_simple_response", "EnableSimpleResponses", None),
+    ("identity_source", "IdentitySource", None),
+    ("identity_validation_expr", "IdentityValidationExpression", None),
+)
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Stage"
 
-    @classmethod
+def _arguments(properties: dict[str, Any], table: _Table) -> dict[str, Any]:
+    arguments = {"api_id": properties["ApiId"]}
+    for argument, name, default in table:
+        arguments[argument] = (
+            properties[name] if default is _REQUIRED else properties.get(name, default)
+        )
+    return arguments
+
+
+def _route(backend: Any, p: dict[str, Any], resource_name: str) -> str:
+    return str(backend.create_route(**_arguments(p, _ROUTE_ARGS)).route_id)
+
+
+def _integration(backend: Any, p: dict[str, Any], resource_name: str) -> str:
+    return str(backend.create_integration(**_arguments(p, _INTEGRATION_ARGS)).id)
+
+
+def _authorizer(backend: Any, p: dict[str, Any], resource_name: str) -> str:
+    arguments = _arguments(p, _AUTHORIZER_ARGS)
+    arguments["jwt_config"] = _camel(p.get("JwtConfiguration"))
+    arguments["name"] = p.get("Name", resource_name)
+    return str(backend.create_authorizer(**arguments).id)
+
+
+def _stage(backend: Any, p: dict[str, Any], resource_name: str) -> str:
+    config = {k: v for k, v in p.items() if k != "ApiId"}
+    return str(backend.create_stage(p["ApiId"], _camel(config)).name)
+
+
+def _child_model(name: str, cfn_type: str, create: Any) -> type:
+    """A CloudFormation model for one child resource type of an HTTP API."""
+
     def create_from_cloudformation_json(
-        cls,
+        cls: Any,
         resource_name: str,
         cloudformation_json: dict[str, Any],
         account_id: str,
         region_name: str,
         **kwargs: Any,
-    ) -> HttpApiStage:
+    ) -> Any:
         properties = dict(cloudformation_json.get("Properties", {}))
-        api_id = properties.pop("ApiId")
-        stage = _backend(account_id, region_name).create_stage(api_id, _camel(properties))
-        return cls(api_id, stage.name)
+        child_id = create(_backend(account_id, region_name), properties, resource_name)
+        return cls(properties["ApiId"], child_id)
+
+    return type(
+        name,
+        (_ApiChild, CloudFormationModel),
+        {
+            "__doc__": f"{cfn_type}.",
+            "cloudformation_type": staticmethod(lambda: cfn_type),
+            "create_from_cloudformation_json": classmethod(create_from_cloudformation_json),
+        },
+    )
 
 
-class HttpApiRoute(_ApiChild, CloudFormationModel):
-    """AWS::ApiGatewayV2::Route."""
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Route"
-
-    @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> HttpApiRoute:
-        p = cloudformation_json.get("Properties", {})
-        route = _backend(account_id, region_name).create_route(
-            api_id=p["ApiId"],
-            api_key_required=p.get("ApiKeyRequired", False),
-            authorization_scopes=p.get("AuthorizationScopes", []),
-            authorization_type=p.get("AuthorizationType"),
-            authorizer_id=p.get("AuthorizerId"),
-            model_selection_expression=p.get("ModelSelectionExpression"),
-            operation_name=p.get("OperationName"),
-            request_models=p.get("RequestModels"),
-            request_parameters=p.get("RequestParameters"),
-            route_key=p["RouteKey"],
-            route_response_selection_expression=p.get("RouteResponseSelectionExpression"),
-            target=p.get("Target"),
-        )
-        return cls(p["ApiId"], route.route_id)
-
-
-class HttpApiIntegration(_ApiChild, CloudFormationModel):
-    """AWS::ApiGatewayV2::Integration."""
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Integration"
-
-    @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> HttpApiIntegration:
-        p = cloudformation_json.get("Properties", {})
-        integration = _backend(account_id, region_name).create_integration(
-            api_id=p["ApiId"],
-            connection_id=p.get("ConnectionId"),
-            connection_type=p.get("ConnectionType"),
-            content_handling_strategy=p.get("ContentHandlingStrategy"),
-            credentials_arn=p.get("CredentialsArn"),
-            description=p.get("Description"),
-            integration_method=p.get("IntegrationMethod"),
-            integration_type=p["IntegrationType"],
-            integration_uri=p.get("IntegrationUri"),
-            passthrough_behavior=p.get("PassthroughBehavior"),
-            payload_format_version=p.get("PayloadFormatVersion"),
-            integration_subtype=p.get("IntegrationSubtype"),
-            request_parameters=p.get("RequestParameters"),
-            request_templates=p.get("RequestTemplates"),
-            response_parameters=p.get("ResponseParameters"),
-            template_selection_expression=p.get("TemplateSelectionExpression"),
-            timeout_in_millis=p.get("TimeoutInMillis"),
-            tls_config=p.get("TlsConfig"),
-        )
-        return cls(p["ApiId"], integration.id)
-
-
-class HttpApiAuthorizer(_ApiChild, CloudFormationModel):
-    """AWS::ApiGatewayV2::Authorizer."""
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApiGatewayV2::Authorizer"
-
-    @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
-    ) -> HttpApiAuthorizer:
-        p = cloudformation_json.get("Properties", {})
-        authorizer = _backend(account_id, region_name).create_authorizer(
-            api_id=p["ApiId"],
-            auth_creds_arn=p.get("AuthorizerCredentialsArn"),
-            auth_payload_format_version=p.get("AuthorizerPayloadFormatVersion"),
-            auth_result_ttl=p.get("AuthorizerResultTtlInSeconds"),
-            authorizer_type=p["AuthorizerType"],
-            authorizer_uri=p.get("AuthorizerUri"),
-            enable_simple_response=p.get("EnableSimpleResponses"),
-            identity_source=p.get("IdentitySource"),
-            identity_validation_expr=p.get("IdentityValidationExpression"),
-            jwt_config=_camel(p.get("JwtConfiguration")),
-            name=p.get("Name", resource_name),
-        )
-        return cls(p["ApiId"], authorizer.id)
+HttpApiStage = _child_model("HttpApiStage", "AWS::ApiGatewayV2::Stage", _stage)
+HttpApiRoute = _child_model("HttpApiRoute", "AWS::ApiGatewayV2::Route", _route)
+HttpApiIntegration = _child_model(
+    "HttpApiIntegration", "AWS::ApiGatewayV2::Integration", _integration
+)
+HttpApiAuthorizer = _child_model("HttpApiAuthorizer", "AWS::ApiGatewayV2::Authorizer", _authorizer)
 
 
 def check() -> None:
