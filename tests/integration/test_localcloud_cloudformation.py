@@ -7,11 +7,13 @@ generated names, NoValue in lists, and rollback with resource events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.integration.localcloud_support import (
     deploy_stack,
@@ -404,13 +406,26 @@ def test_a_service_role_short_of_one_handler_permission_fails_the_user_stack(
     local_cloud: Any, dropped: str
 ) -> None:
     """The template's CloudFormationServiceRole less one permission its handlers call."""
+    role_arn = _service_role_without(local_cloud, unique("lc-short"), {dropped})
+    repository_uri = local_cloud.outputs["SandboxRepositoryUri"]
+    image = _pushed_image(local_cloud, repository_uri.split("/", 1)[1], repository_uri, "3")
+    stack, [reason] = _failed_user_stack(
+        local_cloud, role_arn, _template_boundary(local_cloud), image
+    )
+    assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
+    assert f"not authorized to perform: {dropped}" in reason
+
+
+def _service_role_without(local_cloud: Any, name: str, dropped: set[str]) -> str:
+    """A copy of the template's CloudFormationServiceRole (or, if `name` exists, its policies
+    put back on it) less the `dropped` actions; its ARN."""
     iam = local_cloud.client("iam")
     original = _service_role(local_cloud).rsplit("/", 1)[-1]
     role = iam.get_role(RoleName=original)["Role"]
-    short = unique("lc-short")
-    iam.create_role(
-        RoleName=short, AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"])
-    )
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"])
+        )
     for policy_name in iam.list_role_policies(RoleName=original)["PolicyNames"]:
         document = iam.get_role_policy(RoleName=original, PolicyName=policy_name)["PolicyDocument"]
         for statement in document["Statement"]:
@@ -419,15 +434,59 @@ def test_a_service_role_short_of_one_handler_permission_fails_the_user_stack(
                 if isinstance(statement["Action"], list)
                 else [statement["Action"]]
             )
-            statement["Action"] = [a for a in actions if a != dropped] or ["sts:GetCallerIdentity"]
+            statement["Action"] = [a for a in actions if a not in dropped] or [
+                "sts:GetCallerIdentity"
+            ]
         iam.put_role_policy(
-            RoleName=short, PolicyName=policy_name, PolicyDocument=json.dumps(document)
+            RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document)
         )
+    return str(iam.get_role(RoleName=name)["Role"]["Arn"])
+
+
+def test_a_service_role_that_may_not_delete_a_resource_leaves_the_stack_delete_failed(
+    local_cloud: Any,
+) -> None:
+    """DeleteStack through a role short of a delete handler's permission: DELETE_FAILED with
+    the reason, the function still there; with the permission back, the deletion goes through."""
+    role_name = unique("lc-nodelete")
+    role_arn = _service_role_without(local_cloud, role_name, {"lambda:DeleteFunction"})
     repository_uri = local_cloud.outputs["SandboxRepositoryUri"]
-    image = _pushed_image(local_cloud, repository_uri.split("/", 1)[1], repository_uri, "3")
-    role_arn = iam.get_role(RoleName=short)["Role"]["Arn"]
-    stack, [reason] = _failed_user_stack(
-        local_cloud, role_arn, _template_boundary(local_cloud), image
+    image = _pushed_image(local_cloud, repository_uri.split("/", 1)[1], repository_uri, "4")
+    cfn, lam = local_cloud.client("cloudformation"), local_cloud.client("lambda")
+    name = unique("sbx-local-del")
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=(ROOT / "templates" / "user-sandbox.yaml").read_text(),
+        Parameters=_user_stack_parameters(
+            local_cloud, "local", _template_boundary(local_cloud), image
+        ),
+        RoleARN=role_arn,
+        Capabilities=["CAPABILITY_NAMED_IAM"],
     )
-    assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
-    assert f"not authorized to perform: {dropped}" in reason
+
+    def status() -> str:
+        return str(cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"])
+
+    wait_for(lambda: status().endswith("_COMPLETE") or None, what="the user stack")
+    assert status() == "CREATE_COMPLETE"
+    function = next(
+        r["PhysicalResourceId"]
+        for r in cfn.describe_stack_resources(StackName=name)["StackResources"]
+        if r["ResourceType"] == "AWS::Lambda::Function"
+    )
+
+    cfn.delete_stack(StackName=name)
+
+    assert status() == "DELETE_FAILED"
+    reasons = [
+        e.get("ResourceStatusReason") or ""
+        for e in cfn.describe_stack_events(StackName=name)["StackEvents"]
+        if e["ResourceStatus"] == "DELETE_FAILED" and e["LogicalResourceId"] != name
+    ]
+    assert len(reasons) == 1 and "not authorized to perform: lambda:DeleteFunction" in reasons[0]
+    assert lam.get_function(FunctionName=function)["Configuration"]["FunctionName"] == function
+
+    _service_role_without(local_cloud, role_name, set())  # the permission back
+    cfn.delete_stack(StackName=name)
+    with pytest.raises(ClientError, match="does not exist"):
+        cfn.describe_stacks(StackName=name)

@@ -15,11 +15,16 @@ What the role must allow is what AWS's resource handlers call: the ``create``+``
 resource does not set (a KMS key, S3 code, layers …), plus the image pulls Lambda checks. So a
 role short of, say, ``lambda:GetFunctionRecursionConfig`` fails here as the handler does on AWS.
 
-moto 5.2.5 creates every resource regardless of the role. Hook: a check registered in
-``cloudformation_rollback.RESOURCE_CHECKS``, run before each resource is created or updated
-(deletions are not checked). Checked resource types: ``AWS::IAM::Role``,
-``AWS::Lambda::Function``, ``AWS::Logs::LogGroup`` (what the per-user stacks contain); others
-are created without a check.
+Deleting such a stack needs each resource's ``delete`` set: a resource the role may not delete
+fails with the same reason and the stack ends ``DELETE_FAILED``, its resources still there (AWS
+deletes in reverse dependency order and keeps what it deleted before the failure; here nothing
+is deleted), so a DeleteStack can be retried once the role is fixed.
+
+moto 5.2.5 creates and deletes every resource regardless of the role. Hooks: a check
+registered in ``cloudformation_rollback.RESOURCE_CHECKS``, run before each resource is created
+or updated, and ``CloudFormationBackend.delete_stack``. Checked resource types:
+``AWS::IAM::Role``, ``AWS::Lambda::Function``, ``AWS::Logs::LogGroup`` (what the per-user
+stacks contain); others are created and deleted without a check.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import inspect
 from typing import Any
 
 from sandboxctl.localcloud.fixes import FidelityCheckError, _handler_permissions
+from sandboxctl.localcloud.fixes._hooks import original, patch
 
 SESSION = "AWSCloudFormation"
 # Calls IAM authorizes on "*" only (no resource-level permission).
@@ -149,6 +155,46 @@ def check_resource(
             )
 
 
+def delete_denial(stack: Any) -> tuple[str, str, str] | None:
+    """(logical id, type, reason) of the first resource the stack's service role may not
+    delete, or None when it may delete them all (or the stack has no service role)."""
+    if not getattr(stack, "role_arn", None):
+        return None
+    for logical_id, resource_json in (stack.template_dict.get("Resources") or {}).items():
+        try:
+            check_resource(stack, logical_id, resource_json, stack.resource_map, "DELETE")
+        except ServiceRoleDenied as denied:
+            return logical_id, str(resource_json.get("Type", "")), str(denied)
+    return None
+
+
+def _stack_named(backend: Any, name_or_stack_id: str) -> Any:
+    if name_or_stack_id in backend.stacks:
+        return backend.stacks[name_or_stack_id]
+    return next((s for s in backend.stacks.values() if s.name == name_or_stack_id), None)
+
+
+def _delete_stack(self: Any, name_or_stack_id: str) -> None:
+    from moto.cloudformation.models import CloudFormationBackend
+
+    from sandboxctl.localcloud.fixes.cloudformation_rollback import resource_event
+
+    stack = _stack_named(self, name_or_stack_id)
+    denied = delete_denial(stack) if stack is not None else None
+    if denied is None:
+        original(CloudFormationBackend, "delete_stack")(self, name_or_stack_id)
+        return
+    logical_id, resource_type, reason = denied
+    if stack.status != "DELETE_IN_PROGRESS":  # the `slow` fault profile already recorded it
+        stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")
+    resource_event(stack, logical_id, resource_type, "DELETE_FAILED", reason=reason)
+    stack._add_stack_event(
+        "DELETE_FAILED",
+        resource_status_reason=f"The following resource(s) failed to delete: [{logical_id}]. ",
+    )
+    stack.status = "DELETE_FAILED"
+
+
 def check() -> None:
     from sandboxctl.localcloud.fixes import cloudformation_rollback, iam_policy_evaluation
 
@@ -166,7 +212,10 @@ def check() -> None:
 
 
 def apply() -> None:
+    from moto.cloudformation.models import CloudFormationBackend
+
     from sandboxctl.localcloud.fixes import cloudformation_rollback
 
     if check_resource not in cloudformation_rollback.RESOURCE_CHECKS:
         cloudformation_rollback.RESOURCE_CHECKS.append(check_resource)
+    patch(CloudFormationBackend, "delete_stack", _delete_stack)
