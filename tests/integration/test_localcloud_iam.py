@@ -265,3 +265,35 @@ def test_pass_role_for_the_right_service_is_allowed(local_cloud: Any) -> None:
     assert cfn.create_stack(StackName=unique("lc-pass"), TemplateBody=template, RoleARN=target)[
         "StackId"
     ]
+
+
+def test_delete_objects_deletes_the_permitted_keys_and_lists_only_the_denied_ones(
+    local_cloud: Any,
+) -> None:
+    name = unique("lc-multi")
+    admin = local_cloud.client("s3")
+    admin.create_bucket(Bucket=name)
+    keys = ["users/alice/1.csv", "users/alice/2.csv", "users/bob/1.csv"]
+    for key in keys:
+        admin.put_object(Bucket=name, Key=key, Body=b"a\n1\n")
+    role = make_role(
+        local_cloud,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "s3:DeleteObject",
+                "Resource": f"arn:aws:s3:::{name}/users/alice/*",
+            }
+        ],
+    )
+
+    answer = s3_as(local_cloud, role).delete_objects(
+        Bucket=name, Delete={"Objects": [{"Key": k} for k in keys]}
+    )
+
+    assert sorted(d["Key"] for d in answer.get("Deleted", [])) == keys[:2]
+    assert [(e["Key"], e["Code"]) for e in answer.get("Errors", [])] == [
+        ("users/bob/1.csv", "AccessDenied")
+    ]
+    left = [o["Key"] for o in admin.list_objects_v2(Bucket=name).get("Contents", [])]
+    assert left == ["users/bob/1.csv"]
