@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from fleet import naming, registry
-from fleet.errors import UserNotFound
+from fleet.errors import RegistryUnavailable, UserNotFound
 from fleet.http import HttpError, body_bytes, caller_uid, parse_body, parse_event, response
 from fleet.leases import RunLeases, TooManyRuns
 from fleet.models import FAILED, PROVISIONING, READY, RunRequest
@@ -62,11 +62,18 @@ def sandbox_payload(request: RunRequest, request_id: str, caps: dict[str, float]
 
 
 def run(uid: str, request: RunRequest, request_id: str, deps: Dependencies) -> dict[str, Any]:
-    """Look the user up, refuse unless READY, invoke the user's own function."""
+    """Look the user up, refuse unless READY, invoke the user's own function.
+
+    The user's registry item and their run leases are read together (one BatchGetItem)."""
+    user_pk, lease_pk = naming.registry_key(uid), RunLeases.pk(uid)
     try:
-        record = registry.get_user(deps.dynamodb, deps.table_name, uid)
+        items = registry.read_raw_items(deps.dynamodb, deps.table_name, [user_pk, lease_pk])
+        record = registry.user_record(items.get(user_pk))
     except UserNotFound:
         raise HttpError(404, "you have no sandbox yet; sign up first") from None
+    except RegistryUnavailable:
+        busy = "the registry is busy; try again shortly"
+        raise HttpError(503, busy, {"retry-after": "1"}) from None
     if record.status == PROVISIONING:
         raise HttpError(
             409,
@@ -86,7 +93,7 @@ def run(uid: str, request: RunRequest, request_id: str, deps: Dependencies) -> d
     payload = sandbox_payload(request, request_id, deps.caps or LIMIT_CAPS)
     leases = RunLeases(deps.dynamodb, deps.table_name, deps.runs_per_user, LEASE_SECONDS)
     try:
-        leases.acquire(uid, request_id)
+        leases.acquire(uid, request_id, current=items.get(lease_pk))
     except TooManyRuns as busy:
         metrics.add_metric(name="RunsRefusedPerUserCap", unit=MetricUnit.Count, value=1)
         raise HttpError(

@@ -27,6 +27,10 @@ class FirebaseUnavailable(FleetError):
     """Firebase could not be asked; retry later."""
 
 
+class RegistryUnavailable(FleetError):
+    """DynamoDB left registry reads unprocessed after retries; retry later."""
+
+
 class UserNotFound(FleetError):
     """No registry entry for this UID: the sandbox was never provisioned, or was deleted."""
 

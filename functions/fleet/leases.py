@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 LEASE_PREFIX = "RUNS#"
 MAX_ATTEMPTS = 12
+_UNREAD: Any = object()
 
 
 class TooManyRuns(Exception):
@@ -41,15 +42,25 @@ class RunLeases:
     now: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
-    def _key(self, uid: str) -> dict[str, Any]:
-        return {"pk": {"S": LEASE_PREFIX + uid}}
+    @staticmethod
+    def pk(uid: str) -> str:
+        return LEASE_PREFIX + uid
 
-    def acquire(self, uid: str, request_id: str) -> None:
-        """Take a lease for `request_id`, or raise TooManyRuns (nothing written)."""
+    def _key(self, uid: str) -> dict[str, Any]:
+        return {"pk": {"S": self.pk(uid)}}
+
+    def acquire(self, uid: str, request_id: str, current: Any = _UNREAD) -> None:
+        """Take a lease for `request_id`, or raise TooManyRuns (nothing written).
+
+        `current` is the lease item as the caller just read it (None: there is none), which
+        saves the first read; after a lost race the item is read again.
+        """
+        item = current
         for attempt in range(MAX_ATTEMPTS):
-            item = self.dynamodb.get_item(
-                TableName=self.table_name, Key=self._key(uid), ConsistentRead=True
-            ).get("Item")
+            if item is _UNREAD:
+                item = self.dynamodb.get_item(
+                    TableName=self.table_name, Key=self._key(uid), ConsistentRead=True
+                ).get("Item")
             now = self.now()
             leases = {
                 rid: float(value["N"])
@@ -78,6 +89,7 @@ class RunLeases:
                 if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
             # Another request changed the leases between our read and write: read again.
+            item = _UNREAD
             self.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 - jitter only
         raise TooManyRuns(self.cap, 1)
 

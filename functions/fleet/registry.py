@@ -8,14 +8,16 @@ writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
 from fleet import naming
-from fleet.errors import UserNotFound
+from fleet.errors import RegistryUnavailable, UserNotFound
 from fleet.models import DELETED, DELETING, FAILED, PROVISIONING, READY, UserRecord
 
 USER_PREFIX = "USER#"
@@ -28,6 +30,7 @@ ROLLOUT_STATUSES = ("RUNNING", "COMPLETED", "HALTED", "SUPERSEDED")
 BY_STATUS_INDEX = "ByStatus"
 
 _DESERIALIZER = TypeDeserializer()
+UNPROCESSED_RETRIES = 5
 
 
 def plain(value: Any) -> Any:
@@ -84,12 +87,40 @@ def iter_users(
         yield from query_status(dynamodb, table_name, status, USER_PREFIX)
 
 
-def get_user(dynamodb: Any, table_name: str, uid: str) -> UserRecord:
-    """The user's record; UserNotFound when never provisioned or already deleted."""
-    item = read_item(dynamodb, table_name, naming.registry_key(uid))
+def read_raw_items(
+    dynamodb: Any, table_name: str, pks: Sequence[str], sleep: Any = time.sleep
+) -> dict[str, dict[str, Any]]:
+    """Several items by key in one strongly consistent BatchGetItem, as DynamoDB returns them
+    (attribute values), by key; absent items are left out. Unprocessed keys are asked again
+    with backoff; RegistryUnavailable if some are still left."""
+    wanted = [{"pk": {"S": pk}} for pk in pks]
+    found: dict[str, dict[str, Any]] = {}
+    for attempt in range(UNPROCESSED_RETRIES + 1):
+        response = dynamodb.batch_get_item(
+            RequestItems={table_name: {"Keys": wanted, "ConsistentRead": True}}
+        )
+        for item in response.get("Responses", {}).get(table_name, []):
+            found[item["pk"]["S"]] = item
+        wanted = response.get("UnprocessedKeys", {}).get(table_name, {}).get("Keys", [])
+        if not wanted:
+            return found
+        if attempt < UNPROCESSED_RETRIES:
+            sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter only
+    raise RegistryUnavailable(f"{len(wanted)} registry item(s) unread after retries")
+
+
+def user_record(item: dict[str, Any] | None) -> UserRecord:
+    """A user item (decoded or as DynamoDB returns it) as a record; UserNotFound when absent
+    or deleted."""
     if not item:
         raise UserNotFound("no sandbox is registered for this user")
-    record = UserRecord.model_validate(item)
+    plain_item = decode_item(item) if isinstance(item.get("pk"), dict) else item
+    record = UserRecord.model_validate(plain_item)
     if record.status == DELETED:
         raise UserNotFound("this user's sandbox was deleted")
     return record
+
+
+def get_user(dynamodb: Any, table_name: str, uid: str) -> UserRecord:
+    """The user's record; UserNotFound when never provisioned or already deleted."""
+    return user_record(read_item(dynamodb, table_name, naming.registry_key(uid)))

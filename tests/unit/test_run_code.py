@@ -108,6 +108,45 @@ def test_ready_user_runs_in_their_own_function_with_capped_limits(dynamodb: Any)
     assert envelope["echo"]["max_output_bytes"] == run_code.LIMIT_CAPS["max_output_bytes"]
 
 
+class CountingDynamoDB:
+    """The moto client, recording each DynamoDB operation RunCode makes."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.operations = client, []
+
+    def __getattr__(self, name: str) -> Any:
+        self.operations.append(name)
+        return getattr(self.client, name)
+
+
+def test_a_run_reads_the_user_and_their_leases_in_one_call(dynamodb: Any) -> None:
+    register(dynamodb, "alice", "READY")
+    counting = CountingDynamoDB(dynamodb)
+
+    status, _, _ = run(counting, RecordingLambda(), "alice", GOOD)
+
+    assert status == 200
+    # One read (user + leases), the lease taken, the lease given back.
+    assert counting.operations == ["batch_get_item", "put_item", "update_item"]
+
+
+def test_unprocessed_registry_keys_are_read_again_then_answered_503(dynamodb: Any) -> None:
+    register(dynamodb, "alice", "READY")
+
+    class Unprocessed(CountingDynamoDB):
+        def batch_get_item(self, **kwargs: Any) -> dict[str, Any]:
+            self.operations.append("batch_get_item")
+            return {"Responses": {}, "UnprocessedKeys": kwargs["RequestItems"]}
+
+    stubborn = Unprocessed(dynamodb)
+    fake = RecordingLambda()
+    status, body, headers = run(stubborn, fake, "alice", GOOD)
+
+    assert (status, headers.get("retry-after")) == (503, "1")
+    assert "registry is busy" in body["message"]
+    assert stubborn.operations.count("batch_get_item") > 1 and fake.calls == []
+
+
 def test_smaller_limits_than_the_caps_are_kept(dynamodb: Any) -> None:
     register(dynamodb, "alice", "READY")
     fake = RecordingLambda()
