@@ -115,3 +115,40 @@ def ensure_desired_image(cp: Any, label: str = "base") -> dict[str, Any]:
         cp.push_image(f"{label}-{uuid.uuid4().hex[:6]}")
         desired = wait_for_value(cp.desired_image, 120, "the rollout to record the desired image")
     return dict(desired)
+
+
+def registry_entry(dynamodb: Any, table: str, pk: str) -> dict[str, Any] | None:
+    """A registry item with each attribute's value as DynamoDB wrote it (numbers as strings)."""
+    item = dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True).get(
+        "Item"
+    )
+    return {k: next(iter(v.values())) for k, v in item.items()} if item else None
+
+
+def put_signups(events: Any, bus: str, uids: list[str], created_at: str | None = None) -> None:
+    """UserSignedUp on the bus exactly as the webhook emits it (bulk and duplicate deliveries)."""
+    from datetime import UTC, datetime
+
+    from fleet import naming
+    from fleet.models import iso_utc
+
+    entries = [
+        {
+            "Source": "sandbox-fleet",
+            "DetailType": "UserSignedUp",
+            "EventBusName": bus,
+            "Detail": json.dumps(
+                {
+                    "uid": uid,
+                    "user_digest": naming.user_digest(uid),
+                    "email": None,
+                    "event_id": str(uuid.uuid4()),
+                    "created_at": created_at or iso_utc(datetime.now(UTC)),
+                }
+            ),
+        }
+        for uid in uids
+    ]
+    for start in range(0, len(entries), 10):
+        response = events.put_events(Entries=entries[start : start + 10])
+        assert response["FailedEntryCount"] == 0, response

@@ -23,7 +23,11 @@ from sandboxctl.controlplane import ControlPlane
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile
 from sandboxctl.localcloud.server import LocalCloud
-from tests.integration.localcloud_support import ensure_desired_image
+from tests.integration.localcloud_support import (
+    ensure_desired_image,
+    put_signups,
+    registry_entry,
+)
 from tests.integration.localcloud_support import wait_for_value as wait_for
 from tests.unit.control_plane_helpers import http_event
 
@@ -57,12 +61,7 @@ class Plane:
         return naming.resource_name(self.stage, naming.user_digest(uid))
 
     def user(self, uid: str) -> dict[str, Any] | None:
-        item = self.ddb.get_item(
-            TableName=self.out["RegistryTableName"],
-            Key={"pk": {"S": f"USER#{uid}"}},
-            ConsistentRead=True,
-        ).get("Item")
-        return {k: next(iter(v.values())) for k, v in item.items()} if item else None
+        return registry_entry(self.ddb, self.out["RegistryTableName"], f"USER#{uid}")
 
     def wait_user(self, uid: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
@@ -73,26 +72,7 @@ class Plane:
 
     def emit_signup(self, uids: list[str], created_at: str | None = None) -> None:
         """UserSignedUp exactly as the webhook emits it (for bulk and duplicate deliveries)."""
-        entries = [
-            {
-                "Source": "sandbox-fleet",
-                "DetailType": "UserSignedUp",
-                "EventBusName": self.out["EventBusName"],
-                "Detail": json.dumps(
-                    {
-                        "uid": uid,
-                        "user_digest": naming.user_digest(uid),
-                        "email": None,
-                        "event_id": str(uuid.uuid4()),
-                        "created_at": created_at or iso_utc(datetime.now(UTC)),
-                    }
-                ),
-            }
-            for uid in uids
-        ]
-        for start in range(0, len(entries), 10):
-            response = self.events.put_events(Entries=entries[start : start + 10])
-            assert response["FailedEntryCount"] == 0, response
+        put_signups(self.events, self.out["EventBusName"], uids, created_at)
 
     def live_stack(self, uid: str) -> dict[str, Any] | None:
         try:

@@ -23,6 +23,7 @@ from fleet.models import iso_utc
 from sandboxctl.localcloud import faults
 from sandboxctl.localcloud.faults import FaultProfile
 from sandboxctl.localcloud.server import LocalCloud
+from tests.integration.localcloud_support import put_signups, registry_entry
 from tests.integration.localcloud_support import wait_for_value as wait_for
 
 pytestmark = pytest.mark.integration
@@ -74,26 +75,7 @@ class Fleet:
     # users -------------------------------------------------------------------------
     def sign_up(self, uids: list[str]) -> None:
         """UserSignedUp on the bus, exactly as the webhook emits it."""
-        entries = [
-            {
-                "Source": "sandbox-fleet",
-                "DetailType": "UserSignedUp",
-                "EventBusName": self.out["EventBusName"],
-                "Detail": json.dumps(
-                    {
-                        "uid": uid,
-                        "user_digest": naming.user_digest(uid),
-                        "email": None,
-                        "event_id": str(uuid.uuid4()),
-                        "created_at": iso_utc(datetime.now(UTC)),
-                    }
-                ),
-            }
-            for uid in uids
-        ]
-        for start in range(0, len(entries), 10):
-            response = self.events.put_events(Entries=entries[start : start + 10])
-            assert response["FailedEntryCount"] == 0, response
+        put_signups(self.events, self.out["EventBusName"], uids)
 
     def delete(self, uid: str) -> None:
         detail = {
@@ -114,10 +96,7 @@ class Fleet:
         )
 
     def user(self, uid: str) -> dict[str, Any] | None:
-        item = self.ddb.get_item(
-            TableName=self.table, Key={"pk": {"S": f"USER#{uid}"}}, ConsistentRead=True
-        ).get("Item")
-        return {k: next(iter(v.values())) for k, v in item.items()} if item else None
+        return registry_entry(self.ddb, self.table, f"USER#{uid}")
 
     def record(self, uid: str) -> dict[str, Any]:
         user = self.user(uid)
