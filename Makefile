@@ -56,9 +56,8 @@ install: system-deps $(BIN)/.installed $(SAM_VENV)/.installed node_modules/.inst
 demo: system-deps $(BIN)/.installed ## Run the whole story on the embedded local cloud
 	$(BIN)/sandboxctl demo
 
-# One worker per CPU ("logical": a 2-vCPU VM may report a single physical core); loadscope
-# keeps each module (and its module-scoped fixtures) on one worker, so the shared local cloud
-# starts at most once per worker.
+# One pytest process; each integration module starts a local cloud of its own (about 4 s), so
+# no module's users slow another's rollouts.
 test: install lint ## Install if needed, run every check and test
 	$(BIN)/pytest
 
