@@ -160,9 +160,16 @@ def delete_denial(stack: Any) -> tuple[str, str, str] | None:
     delete, or None when it may delete them all (or the stack has no service role)."""
     if not getattr(stack, "role_arn", None):
         return None
-    for logical_id, resource_json in (stack.template_dict.get("Resources") or {}).items():
+    resources = stack.resource_map
+    for logical_id, resource_json in resources._resource_json_map.items():
+        # What the deletion will delete: resources that exist (a rolled-back stack has none).
+        created = resources._parsed_resources.get(logical_id)
+        if created is None or isinstance(created, str):
+            continue
+        if resource_json.get("DeletionPolicy") == "Retain":
+            continue
         try:
-            check_resource(stack, logical_id, resource_json, stack.resource_map, "DELETE")
+            check_resource(stack, logical_id, resource_json, resources, "DELETE")
         except ServiceRoleDenied as denied:
             return logical_id, str(resource_json.get("Type", "")), str(denied)
     return None
